@@ -78,7 +78,9 @@ class Cache:
         if not items:
             return
         now = time.time()
-        rows = [(self.namespace, k, json.dumps(v, ensure_ascii=False), now) for k, v in items.items()]
+        rows = [
+            (self.namespace, k, json.dumps(v, ensure_ascii=False), now) for k, v in items.items()
+        ]
 
         def write():
             with self._conn:

