@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         "--source", required=True, help="embedded:NAME, gguf:PATH, a folder or a hub id"
     )
     ap.add_argument("--out", required=True, help="checkpoint folder to write")
-    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--dtype", default="bfloat16", help="dtype of the saved weights")
     args = ap.parse_args(argv)
     setup_logging()
     prepare(args.source, args.out, args.dtype)

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible HTTP backend: judges and verifiers served by vLLM, TGI, llama.cpp or an API.
+"""The OpenAI-compatible HTTP backend: judges and verifiers behind vLLM, TGI, llama.cpp or an API.
 
 Spec keys: base_url (e.g. http://localhost:8000/v1), model, api_key_env (the NAME of the
 environment variable holding the key; the key itself never goes in config, logs or results),
