@@ -1,0 +1,112 @@
+"""Factuality evaluation of one model (FLAME section 5): FActScore without length penalty, mean
+# correct and # erroneous facts per response, and mean response length, on each evaluation set.
+
+Sets are given as NAME=generations.jsonl[:retrieval]; retrieval is `topic` (FActScore: passages
+of the entity's own page; Bio) or `open` (the instruction as query; Alpaca Fact, FAVA). With
+--only-fact-based NAME, only records the classifier marked fact-based are scored (Alpaca Fact is
+the fact-based subset of the AlpacaEval-style set).
+
+Example:
+    python -m flame.evaluate --knowledge results/knowledge/embedded \
+        --decomposer results/models/base/smollm2 --verifier results/models/base/smollm2 \
+        --sets bio=results/eval/SFT/bio.jsonl:topic alpaca_fact=results/eval/SFT/alpaca.jsonl:open \
+        --only-fact-based alpaca_fact --out results/eval/SFT/factuality.json \
+        --facts-dir results/eval/SFT/facts
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+from pathlib import Path
+
+from flame.io import json_arg, read_jsonl, setup_logging, write_json, write_jsonl
+
+log = logging.getLogger("flame.evaluate")
+
+
+def parse_set(value: str) -> tuple[str, str, str]:
+    name, sep, rest = value.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH[:topic|open], got {value!r}")
+    path, _, mode = (
+        rest.rpartition(":") if rest.endswith((":topic", ":open")) else (rest, "", "open")
+    )
+    return name, path, mode
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--sets", nargs="+", required=True, type=parse_set)
+    ap.add_argument("--only-fact-based", nargs="*", default=[], help="set names to filter")
+    ap.add_argument("--knowledge", required=True)
+    ap.add_argument("--decomposer", required=True, type=json_arg)
+    ap.add_argument("--verifier", required=True, type=json_arg)
+    ap.add_argument("--out", required=True, help="JSON: per-set summary")
+    ap.add_argument("--facts-dir", required=True, help="per-fact JSONL per set")
+    ap.add_argument("--unit", choices=("atomic", "sentence"), default="atomic")
+    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--passage-chars", type=int, default=1000)
+    ap.add_argument("--n-fixed", type=int, default=7)
+    ap.add_argument("--n-bm25", type=int, default=1)
+    ap.add_argument("--gamma", type=float, default=0.0, help="length penalty (FLAME: 0)")
+    ap.add_argument("--cache")
+    ap.add_argument("--threads", type=int)
+    args = ap.parse_args(argv)
+    setup_logging()
+    from flame.factscore import FactScorer, aggregate
+    from flame.knowledge import KnowledgeBase
+    from flame.lm import load_lm, parse_spec
+
+    decomposer = load_lm(args.decomposer, cache=args.cache, threads=args.threads)
+    same = parse_spec(args.decomposer) == parse_spec(args.verifier)
+    verifier = (
+        decomposer if same else load_lm(args.verifier, cache=args.cache, threads=args.threads)
+    )
+    kb = KnowledgeBase.load(args.knowledge)
+    summary = {}
+    for name, path, mode in args.sets:
+        recs = read_jsonl(path, required=("id", "instruction", "responses"))
+        if name in args.only_fact_based:
+            recs = [r for r in recs if r.get("fact_based")]
+        items = [
+            {
+                "id": r["id"],
+                "prompt": r["instruction"],
+                "topic": r.get("topic"),
+                "response": r["responses"][0] if r["responses"] else "",
+            }
+            for r in recs
+        ]
+        scorer = FactScorer(
+            decomposer,
+            verifier,
+            kb,
+            unit=args.unit,
+            retrieval=mode,
+            k=args.k,
+            n_fixed=args.n_fixed,
+            n_bm25=args.n_bm25,
+            passage_chars=args.passage_chars,
+        )
+        results = scorer.score(items) if items else []
+        summary[name] = {
+            **aggregate(results, gamma=args.gamma),
+            "retrieval": mode,
+            "mean_length_chars": statistics.fmean(len(i["response"]) for i in items)
+            if items
+            else None,
+        }
+        write_jsonl(
+            Path(args.facts_dir) / f"{name}.jsonl",
+            ({"id": r["id"], **f} for r in results for f in r["facts"]),
+        )
+        log.info("%s: %s", name, summary[name])
+    write_json(args.out, summary)
+
+
+if __name__ == "__main__":
+    main()

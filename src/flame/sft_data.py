@@ -1,0 +1,93 @@
+"""SFT data for the three Table 2 variants (FLAME section 3.2).
+
+- SFT:        every seed instruction with its human response.
+- SFT_fact:   the fact-based seed instructions with the pre-trained model's few-shot responses
+              (every sample is one example), nothing else.
+- SFT_FLAME:  non-fact-based instructions with human responses UNION fact-based instructions with
+              the pre-trained model's responses.
+
+Empty PT responses are dropped and counted. Output records: {id, instruction, response, origin}
+where origin is "human" or "pt".
+
+Example:
+    python -m flame.sft_data --seed classified/seed.jsonl --fewshot sft_data/pt_fewshot.jsonl \
+        --out-dir results/sft_data
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from flame.io import read_jsonl, setup_logging, write_json, write_jsonl
+
+log = logging.getLogger("flame.sft_data")
+
+VARIANTS = ("SFT", "SFT_fact", "SFT_FLAME")
+
+
+def build(seed: list[dict], fewshot: list[dict]) -> tuple[dict[str, list[dict]], dict]:
+    pt = {r["id"]: [x for x in r["responses"] if x.strip()] for r in fewshot}
+    dropped = sum(len(r["responses"]) for r in fewshot) - sum(len(v) for v in pt.values())
+    human = [
+        {
+            "id": r["id"],
+            "instruction": r["instruction"],
+            "response": r["response"],
+            "origin": "human",
+        }
+        for r in seed
+    ]
+    pt_examples: list[dict] = []
+    for r in seed:
+        if r.get("fact_based"):
+            for i, text in enumerate(pt.get(r["id"], [])):
+                pt_examples.append(
+                    {
+                        "id": f"{r['id']}#pt{i}",
+                        "instruction": r["instruction"],
+                        "response": text,
+                        "origin": "pt",
+                    }
+                )
+    fact_ids = {r["id"] for r in seed if r.get("fact_based")}
+    missing = sorted(fact_ids - set(pt))
+    if missing:
+        raise ValueError(f"few-shot file lacks responses for fact-based seed ids: {missing[:5]}")
+    data = {
+        "SFT": human,
+        "SFT_fact": pt_examples,
+        "SFT_FLAME": [h for h in human if h["id"] not in fact_ids] + pt_examples,
+    }
+    stats = {
+        "n_seed": len(seed),
+        "n_fact_based": len(fact_ids),
+        "dropped_empty_pt_responses": dropped,
+        **{f"n_{k}": len(v) for k, v in data.items()},
+    }
+    return data, stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--seed", required=True, help="classified seed JSONL (with fact_based)")
+    ap.add_argument("--fewshot", required=True, help="PT few-shot responses JSONL")
+    ap.add_argument("--out-dir", required=True)
+    args = ap.parse_args(argv)
+    setup_logging()
+    seed = read_jsonl(args.seed, required=("id", "instruction", "response", "fact_based"))
+    fewshot = read_jsonl(args.fewshot, required=("id", "responses"))
+    data, stats = build(seed, fewshot)
+    for name in VARIANTS:
+        if not data[name]:
+            raise SystemExit(f"{name}: no training examples (is any seed instruction fact-based?)")
+        write_jsonl(Path(args.out_dir) / f"{name}.jsonl", data[name])
+    write_json(Path(args.out_dir) / "stats.json", stats)
+    log.info("%s", stats)
+
+
+if __name__ == "__main__":
+    main()

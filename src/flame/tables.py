@@ -1,0 +1,190 @@
+"""The paper's tables from the workflow's results, our numbers beside the paper's.
+
+Writes table2_sft.{csv,md} (SFT variants; win rate vs SFT), table3_dpo.{csv,md} (DPO variants;
+win rate vs SFT+DPO), table8_length.{csv,md} (mean response length in characters) and
+table11_pairs.{csv,md} (DPO pair counts). FActScore columns are percentages (FLAME: no length
+penalty); C/E are the mean numbers of correct / erroneous facts per response. A cell that does
+not apply (the PT row outside Bio, a baseline's win rate against itself is 50) follows the paper.
+
+Reads, under --eval-dir: MODEL/factuality.json, MODEL/alpaca.jsonl, winrate_table2.json,
+winrate_table3.json; under --dpo-dir: SFT_MODEL/pair_counts.json.
+
+Example:
+    python -m flame.tables --eval-dir results/eval --dpo-dir results/dpo --out-dir results/tables \
+        --table2-rows PT SFT SFT_fact SFT_FLAME --table3-rows SFT SFT+DPO SFT_FLAME+DPO_FLAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import json
+import math
+import statistics
+from pathlib import Path
+
+from flame.io import read_json, read_jsonl, write_text
+
+SETS = {"bio": "bio", "af": "alpaca_fact", "fava": "fava"}
+METRICS = ("win", *(f"{s}_{m}" for s in SETS for m in ("fs", "correct", "error")))
+HEADERS = {
+    "win": "Win",
+    "bio_fs": "Bio FS",
+    "bio_correct": "Bio C",
+    "bio_error": "Bio E",
+    "af_fs": "AF FS",
+    "af_correct": "AF C",
+    "af_error": "AF E",
+    "fava_fs": "FAVA FS",
+    "fava_correct": "FAVA C",
+    "fava_error": "FAVA E",
+}
+
+
+def paper() -> dict:
+    ref = importlib.resources.files("flame") / "resources" / "paper_tables.json"
+    return json.loads(ref.read_text(encoding="utf-8"))
+
+
+def fmt(x: float | None) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
+
+
+def model_row(eval_dir: Path, model: str, win: float | None, only_bio: bool = False) -> dict:
+    fact = read_json(eval_dir / model / "factuality.json")
+    row = {"win": win}
+    for short, name in SETS.items():
+        s = fact.get(name) if (name == "bio" or not only_bio) else None
+        ok = s is not None and s.get("factscore") is not None
+        row[f"{short}_fs"] = 100.0 * s["factscore"] if ok else None
+        row[f"{short}_correct"] = s["mean_correct"] if ok else None
+        row[f"{short}_error"] = s["mean_erroneous"] if ok else None
+    return row
+
+
+def win_rates(path: Path, baseline: str) -> dict[str, float]:
+    wins = {baseline: 50.0}
+    if path.exists():
+        wins.update({m: v["win_rate"] for m, v in read_json(path)["models"].items()})
+    return wins
+
+
+def render(title: str, rows: dict[str, dict], ref: dict, labels: dict) -> tuple[str, str]:
+    cols = ["model", *METRICS, *(f"paper_{m}" for m in METRICS)]
+    csv = [",".join(cols)]
+    md = [
+        f"### {title}",
+        "",
+        "Each cell: ours (paper, Llama-2 70B).",
+        "",
+        "| model | " + " | ".join(HEADERS[m] for m in METRICS) + " |",
+        "|---" * (len(METRICS) + 1) + "|",
+    ]
+    for name, row in rows.items():
+        p = ref.get(name, {})
+        csv.append(
+            ",".join(
+                [
+                    name,
+                    *("" if row[m] is None else f"{row[m]:.4f}" for m in METRICS),
+                    *("" if p.get(m) is None else str(p[m]) for m in METRICS),
+                ]
+            )
+        )
+        cells = [f"{fmt(row[m])} ({fmt(p.get(m))})" for m in METRICS]
+        md.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
+    return "\n".join(csv) + "\n", "\n".join(md) + "\n"
+
+
+def lengths(eval_dir: Path, models: list[str], ref: dict) -> tuple[str, str]:
+    csv = ["model,alpaca,bio,af,fava,paper_alpaca,paper_bio,paper_af,paper_fava"]
+    md = [
+        "### Table 8: mean response length (characters)",
+        "",
+        "Each cell: ours (paper).",
+        "",
+        "| model | Alpaca | Bio | Alpaca Fact | FAVA |",
+        "|---|---|---|---|---|",
+    ]
+    for m in models:
+        fact = read_json(eval_dir / m / "factuality.json")
+        alpaca_path = eval_dir / m / "alpaca.jsonl"
+        alpaca = (
+            [len(r["responses"][0]) for r in read_jsonl(alpaca_path)]
+            if alpaca_path.exists()
+            else []
+        )
+        ours = [
+            statistics.fmean(alpaca) if alpaca else None,
+            *((fact.get(n) or {}).get("mean_length_chars") for n in SETS.values()),
+        ]
+        p = ref.get(m, {})
+        theirs = [p.get(k) for k in ("alpaca", "bio", "af", "fava")]
+        csv.append(",".join([m, *("" if x is None else f"{x:.1f}" for x in ours + theirs)]))
+        md.append(
+            f"| {m} | "
+            + " | ".join(f"{fmt(a)} ({fmt(b)})" for a, b in zip(ours, theirs, strict=True))
+            + " |"
+        )
+    return "\n".join(csv) + "\n", "\n".join(md) + "\n"
+
+
+def pair_counts(dpo_dir: Path, ref: dict) -> tuple[str, str]:
+    csv = ["sft_model,pair_set,if_pairs,fact_pairs,total,paper_if,paper_fact"]
+    md = [
+        "### Table 11: DPO training pairs",
+        "",
+        "| model | IF pairs | fact pairs | paper IF | paper fact |",
+        "|---|---|---|---|---|",
+    ]
+    for counts_file in sorted(dpo_dir.glob("*/pair_counts.json")):
+        sft = counts_file.parent.name
+        for pair_set, c in read_json(counts_file)["sets"].items():
+            name = f"{sft}+{pair_set}"
+            p = ref.get(name, {})
+            csv.append(
+                f"{sft},{pair_set},{c['if']},{c['fact']},{c['total']},"
+                f"{p.get('if', '')},{p.get('fact', '')}"
+            )
+            md.append(
+                f"| {name} | {c['if']} | {c['fact']} | {p.get('if', '-')} | {p.get('fact', '-')} |"
+            )
+    return "\n".join(csv) + "\n", "\n".join(md) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--eval-dir", required=True, type=Path)
+    ap.add_argument("--dpo-dir", required=True, type=Path)
+    ap.add_argument("--out-dir", required=True, type=Path)
+    ap.add_argument("--table2-rows", nargs="+", required=True)
+    ap.add_argument("--table3-rows", nargs="+", required=True)
+    args = ap.parse_args(argv)
+    ref = paper()
+    labels = ref["row_labels"]
+    w2 = win_rates(args.eval_dir / "winrate_table2.json", "SFT")
+    w3 = win_rates(args.eval_dir / "winrate_table3.json", "SFT+DPO")
+    t2 = {m: model_row(args.eval_dir, m, w2.get(m), only_bio=(m == "PT")) for m in args.table2_rows}
+    t3 = {m: model_row(args.eval_dir, m, w3.get(m)) for m in args.table3_rows}
+    outputs = {
+        "table2_sft": render("Table 2: SFT variants (win rate vs SFT)", t2, ref["table2"], labels),
+        "table3_dpo": render(
+            "Table 3: DPO variants (win rate vs SFT+DPO)", t3, ref["table3"], labels
+        ),
+        "table8_length": lengths(
+            args.eval_dir,
+            [m for m in dict.fromkeys(args.table2_rows + args.table3_rows) if m != "PT"],
+            ref["table8_length_chars"],
+        ),
+        "table11_pairs": pair_counts(args.dpo_dir, ref["table11_pairs"]),
+    }
+    for name, (csv, md) in outputs.items():
+        write_text(args.out_dir / f"{name}.csv", csv)
+        write_text(args.out_dir / f"{name}.md", md)
+    print("\n".join(md for _, md in outputs.values()))
+
+
+if __name__ == "__main__":
+    main()
