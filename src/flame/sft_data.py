@@ -1,6 +1,7 @@
-"""SFT data for the three Table 2 variants (FLAME section 3.2).
+"""SFT data for the Table 2 variants that need the classifier (FLAME section 3.2).
 
-- SFT:        every seed instruction with its human response.
+- SFT:        every seed instruction with its human response: the seed file itself, which needs
+              no classification (so the SFT model can serve as the classifier, as in the paper).
 - SFT_fact:   the fact-based seed instructions with the pre-trained model's few-shot responses
               (every sample is one example), nothing else.
 - SFT_FLAME:  non-fact-based instructions with human responses UNION fact-based instructions with
@@ -24,7 +25,7 @@ from flame.io import read_jsonl, setup_logging, write_json, write_jsonl
 
 log = logging.getLogger("flame.sft_data")
 
-VARIANTS = ("SFT", "SFT_fact", "SFT_FLAME")
+VARIANTS = ("SFT_fact", "SFT_FLAME")
 
 
 def build(seed: list[dict], fewshot: list[dict]) -> tuple[dict[str, list[dict]], dict]:
@@ -56,13 +57,13 @@ def build(seed: list[dict], fewshot: list[dict]) -> tuple[dict[str, list[dict]],
     if missing:
         raise ValueError(f"few-shot file lacks responses for fact-based seed ids: {missing[:5]}")
     data = {
-        "SFT": human,
         "SFT_fact": pt_examples,
         "SFT_FLAME": [h for h in human if h["id"] not in fact_ids] + pt_examples,
     }
     stats = {
         "n_seed": len(seed),
         "n_fact_based": len(fact_ids),
+        "n_SFT": len(human),
         "dropped_empty_pt_responses": dropped,
         **{f"n_{k}": len(v) for k, v in data.items()},
     }

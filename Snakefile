@@ -1,0 +1,32 @@
+"""FLAME: factuality-aware alignment (Lin et al., NeurIPS 2024), from raw data to the paper's tables.
+
+    snakemake --cores 2                                    # the embedded default (config.yaml)
+    snakemake --cores 8 --configfile workflow/configs/paper.yaml --workflow-profile workflow/profiles/slurm
+"""
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/knowledge.smk"
+include: "workflow/rules/classify.smk"
+include: "workflow/rules/sft.smk"
+include: "workflow/rules/rewards.smk"
+include: "workflow/rules/dpo.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/tables.smk"
+
+
+rule all:
+    input:
+        TABLES,

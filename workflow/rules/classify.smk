@@ -1,0 +1,36 @@
+# Fact-based instruction classification (FLAME 3.2) of the seed, the DPO prompts and the
+# AlpacaEval-style set (its fact-based part is Alpaca Fact); accuracy on hand labels.
+
+
+rule classify:
+    input:
+        seed=rules.build_data.output.seed,
+        dpo_prompts=rules.build_data.output.dpo_prompts,
+        alpaca=rules.build_data.output.alpaca,
+        labels=rules.build_data.output.labels,
+        model=role_input("classifier"),
+    output:
+        seed=f"{R}/classified/seed.jsonl",
+        dpo_prompts=f"{R}/classified/dpo_prompts.jsonl",
+        alpaca=f"{R}/classified/alpaca.jsonl",
+        report=report(
+            f"{R}/classified/report.json",
+            caption="../report/classify.rst",
+            category="Classification",
+        ),
+    params:
+        py=PY,
+        model=role_spec("classifier"),
+        calibrate="--calibrate" if config.get("classify", {}).get("calibrate") else "",
+    log:
+        f"{LOGS}/classify.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+        gpu=1,
+    shell:
+        "{params.py} -m flame.classify --model {params.model:q} --labels {input.labels}"
+        " --inputs {input.seed} {input.dpo_prompts} {input.alpaca}"
+        " --outputs {output.seed} {output.dpo_prompts} {output.alpaca}"
+        " --report {output.report} {params.calibrate} --cache {CACHE} --threads {threads}"
+        " > {log} 2>&1"

@@ -1,0 +1,153 @@
+# Helpers shared by the rule modules: names of the paper's models, model roles -> specs and
+# inputs, and config checks that JSON Schema cannot express. No rule lives here.
+
+import json
+import sys
+from pathlib import Path
+
+from snakemake.settings.types import DeploymentMethod
+
+R = "results"
+CACHE = f"{R}/cache/lm.sqlite"
+LOGS = f"{R}/logs"
+BENCH = f"{R}/benchmarks"
+
+# With --use-conda each rule's env provides `python`; otherwise use the interpreter running
+# Snakemake (so `.venv/bin/snakemake` works without activating the venv).
+PY = (
+    "python"
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    else sys.executable
+)
+
+SFT_VARIANTS = ["SFT", "SFT_fact", "SFT_FLAME"]
+DPO_RUNS = [
+    "SFT+DPO",
+    "SFT+DPO_fact",
+    "SFT+DPO_FLAME",
+    "SFT_FLAME+DPO",
+    "SFT_FLAME+DPO_FLAME",
+]
+POLICY_INITS = sorted({run.split("+")[0] for run in DPO_RUNS})
+CHAT = ["Chat"] if config["roles"].get("chat_baseline") else []
+TABLE2_ROWS = ["PT", *SFT_VARIANTS]
+TABLE3_ROWS = [
+    *CHAT,
+    "SFT",
+    "SFT+DPO",
+    "SFT+DPO_fact",
+    "SFT+DPO_FLAME",
+    "SFT_FLAME",
+    "SFT_FLAME+DPO",
+    "SFT_FLAME+DPO_FLAME",
+]
+# models evaluated with chat prompts on every set (PT is evaluated 5-shot on Bio only)
+CHAT_EVAL_MODELS = list(dict.fromkeys([*SFT_VARIANTS, *TABLE3_ROWS]))
+EVAL_SETS = ["bio", "alpaca", "fava"]
+TABLES = expand(
+    f"{R}/tables/{{table}}.{{ext}}",
+    table=["table2_sft", "table3_dpo", "table8_length", "table11_pairs"],
+    ext=["csv", "md"],
+)
+
+
+wildcard_constraints:
+    sft="SFT|SFT_fact|SFT_FLAME",
+    dpo="DPO|DPO_fact|DPO_FLAME",
+    policy="SFT|SFT_FLAME",
+    model="|".join(m.replace("+", r"\+") for m in ["PT", *CHAT_EVAL_MODELS]),
+    name="[A-Za-z0-9_.-]+",
+
+
+SPECIAL_ROLES = {"policy", *SFT_VARIANTS}
+
+
+def check_roles():
+    """Every role names a configured model (or SFT/policy); fail at parse time otherwise."""
+    names = set(config["models"])
+    for role, value in config["roles"].items():
+        if value is None and role == "chat_baseline":
+            continue
+        if value == "policy" and role != "if_judge":
+            raise ValueError(f"config roles.{role}: 'policy' is only meaningful for if_judge")
+        if value in SFT_VARIANTS and role in ("pretrained", "sft_init"):
+            raise ValueError(f"config roles.{role}: cannot be a model the workflow trains ({value})")
+        if value not in names and value not in SPECIAL_ROLES:
+            raise ValueError(
+                f"config roles.{role}: unknown model {value!r}; "
+                f"configured models: {', '.join(sorted(names))} (or SFT, policy)"
+            )
+    init = config["models"][config["roles"]["sft_init"]]
+    if init["backend"] == "openai":
+        raise ValueError("config roles.sft_init: an HTTP-served model cannot be trained")
+
+
+check_roles()
+
+
+def needs_prepare(model):
+    source = model.get("source", "")
+    return source.startswith(("embedded:", "gguf:"))
+
+
+def trained_path(name):
+    return f"{R}/models/dpo/{name}" if "+" in name else f"{R}/models/sft/{name}"
+
+
+def resolve(value, policy=None):
+    """(spec, inputs) for a role value: a configured model, a trained model or the policy."""
+    if value == "policy":
+        value = policy
+    if value in SFT_VARIANTS or "+" in value:
+        path = trained_path(value)
+        return {**config["trained_models"], "source": path}, [path]
+    model = dict(config["models"][value])
+    if model["backend"] == "openai":
+        return model, []
+    if needs_prepare(model):
+        path = f"{R}/models/base/{value}"
+        return {**model, "source": path}, [path]
+    source = model["source"]
+    return model, [source] if Path(source).exists() else []
+
+
+def role_spec(role, policy=None):
+    """The role's model spec as a JSON string (pass it with {params.x:q})."""
+    return json.dumps(resolve(config["roles"][role], policy)[0], sort_keys=True)
+
+
+def role_input(role, policy=None):
+    return resolve(config["roles"][role], policy)[1]
+
+
+def model_spec(name):
+    """Spec of an evaluated model by its table name."""
+    if name == "Chat":
+        return json.dumps(resolve(config["roles"]["chat_baseline"])[0], sort_keys=True)
+    return json.dumps(resolve(name)[0], sort_keys=True)
+
+
+def model_input(name):
+    if name == "Chat":
+        return resolve(config["roles"]["chat_baseline"])[1]
+    return resolve(name)[1]
+
+
+def recipe_args(section, keys_to_skip=()):
+    """A trainer section of the config as `--set key=value` arguments."""
+    return " ".join(
+        f"--set {k}={json.dumps(v)}"
+        for k, v in config[section].items()
+        if k not in keys_to_skip
+    )
+
+
+def launcher():
+    """How training steps start: plain python, or accelerate (DDP/DeepSpeed on GPUs)."""
+    t = config.get("training", {})
+    if t.get("launcher", "python") == "accelerate":
+        return (
+            f"accelerate launch --config_file {t['accelerate_config']} "
+            f"--num_processes {t['num_processes']}"
+        )
+    return PY

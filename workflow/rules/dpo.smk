@@ -1,0 +1,48 @@
+# DPO stage (FLAME 3.3): IF and fact preference pairs, then DPO training with TRL (beta 0.1)
+# for each row of Table 3.
+
+
+rule pairs:
+    input:
+        samples=rules.sample_responses.output[0],
+        rm_if=rules.rm_if.output[0],
+        rm_fact=rules.rm_fact.output.scores,
+    output:
+        expand(f"{R}/dpo/{{{{policy}}}}/pairs_{{dpo}}.jsonl", dpo=["DPO", "DPO_fact", "DPO_FLAME"]),
+        counts=f"{R}/dpo/{{policy}}/pair_counts.json",
+    params:
+        py=PY,
+        c=config["pairs"],
+        seed=config["seed"],
+    log:
+        f"{LOGS}/pairs/{{policy}}.log",
+    threads: 1
+    shell:
+        "{params.py} -m flame.pairs --samples {input.samples} --rm-if {input.rm_if}"
+        " --rm-fact {input.rm_fact} --out-dir {R}/dpo/{wildcards.policy}"
+        " --counts {output.counts} --max-if-gap {params.c[max_if_gap]} --mix {params.c[mix]}"
+        " --seed {params.seed} > {log} 2>&1"
+
+
+rule train_dpo:
+    input:
+        pairs=f"{R}/dpo/{{policy}}/pairs_{{dpo}}.jsonl",
+        init=f"{R}/models/sft/{{policy}}",
+    output:
+        directory(f"{R}/models/dpo/{{policy}}+{{dpo}}"),
+    params:
+        launcher=launcher(),
+        recipe=recipe_args("dpo"),
+        seed=config["seed"],
+    log:
+        f"{LOGS}/train_dpo/{{policy}}+{{dpo}}.log",
+    benchmark:
+        f"{BENCH}/train_dpo/{{policy}}+{{dpo}}.tsv"
+    threads: 2
+    resources:
+        mem_mb=12000,
+        gpu=1,
+    shell:
+        "{params.launcher} -m flame.train_dpo --init {input.init} --pairs {input.pairs}"
+        " --out {output} {params.recipe} --set seed={params.seed} --threads {threads}"
+        " > {log} 2>&1"

@@ -1,0 +1,20 @@
+# Knowledge source: passages (at most max_passage_tokens each) and a BM25 index, built once.
+
+
+rule build_knowledge:
+    output:
+        directory(f"{R}/knowledge/index"),
+    params:
+        py=PY,
+        source=config["knowledge"]["source"],
+        max_tokens=config["knowledge"]["max_passage_tokens"],
+    log:
+        f"{LOGS}/build_knowledge.log",
+    benchmark:
+        f"{BENCH}/build_knowledge.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    shell:
+        "{params.py} -m flame.knowledge build --source {params.source:q} --out {output}"
+        " --max-passage-tokens {params.max_tokens} > {log} 2>&1"

@@ -1,0 +1,31 @@
+# The paper's tables, our numbers beside the paper's (Tables 2, 3, 8 and 11).
+
+
+rule tables:
+    input:
+        factuality=expand(
+            f"{R}/eval/{{model}}/factuality.json", model=["PT", *CHAT_EVAL_MODELS]
+        ),
+        winrates=expand(f"{R}/eval/winrate_{{table}}.json", table=["table2", "table3"]),
+        pair_counts=expand(f"{R}/dpo/{{policy}}/pair_counts.json", policy=POLICY_INITS),
+    output:
+        **{
+            f"{t}_{ext}": report(
+                f"{R}/tables/{t}.{ext}",
+                caption="../report/tables.rst",
+                category="Tables",
+            )
+            for t in ["table2_sft", "table3_dpo", "table8_length", "table11_pairs"]
+            for ext in ["csv", "md"]
+        },
+    params:
+        py=PY,
+        rows2=" ".join(TABLE2_ROWS),
+        rows3=" ".join(f"'{m}'" for m in TABLE3_ROWS),
+    log:
+        f"{LOGS}/tables.log",
+    threads: 1
+    shell:
+        "{params.py} -m flame.tables --eval-dir {R}/eval --dpo-dir {R}/dpo"
+        " --out-dir {R}/tables --table2-rows {params.rows2} --table3-rows {params.rows3}"
+        " > {log} 2>&1"
