@@ -1,0 +1,122 @@
+"""Logic of the pipeline steps: parsers of model outputs, thresholds, demo selection, SFT data,
+win-rate outcomes, tables."""
+
+import json
+import math
+
+import pytest
+
+from flame.classify import accuracy, best_threshold, decide
+from flame.fewshot import clip, select_demos
+from flame.prompts import parse_score, parse_yes_no
+from flame.rm_if import mean_or_none
+from flame.sft_data import build
+from flame.winrate import outcome
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("Answer: Yes", True), (" No, it does not.", False), ("answer:no", False),
+     ("Yes.", True), ("The answer is unclear", None), ("", None), ("Yesterday", None)],
+)
+def test_parse_yes_no(text, expected):
+    assert parse_yes_no(text) is expected
+
+
+@pytest.mark.parametrize(
+    "text, prefixed, expected",
+    [("The response is relevant... Score: 4", False, 4), ("Score: 2 ... Score: 5", False, 5),
+     (" 3", True, 3), (" 3", False, None), ("Score: 9", False, None), ("no idea", True, None),
+     ("", True, None)],
+)
+def test_parse_score(text, prefixed, expected):
+    assert parse_score(text, prefixed=prefixed) == expected
+
+
+def test_mean_or_none():
+    assert mean_or_none([3, None, 5]) == 4.0
+    assert mean_or_none([None, None]) is None
+
+
+def test_threshold_calibration_beats_skewed_argmax():
+    # a model biased towards "Yes": every margin positive, but fact-based ones are larger
+    margin = [2.0, 1.8, 1.5, 0.4, 0.3, 0.2, None]
+    gold = [True, True, True, False, False, False, False]
+    assert accuracy([decide(m) for m in margin], gold) == pytest.approx(4 / 7)
+    t, acc = best_threshold(margin, gold)
+    assert 0.4 < t < 1.5 and acc == 1.0
+    assert decide(None, -100) is False  # unreadable answers are never fact-based
+
+
+def test_clip_at_sentence_boundary():
+    text = "First sentence here. Second sentence is longer. Third."
+    assert clip(text, 100) == text
+    assert clip(text, 30) == "First sentence here."
+    assert clip("x" * 50, 10).endswith("...")
+
+
+def test_select_demos_prefers_similar_and_excludes_self():
+    pool = [
+        {"id": "1", "instruction": "Tell me a bio of Marie Curie."},
+        {"id": "2", "instruction": "Write a poem about the sea."},
+        {"id": "3", "instruction": "Tell me a bio of Isaac Newton."},
+        {"id": "4", "instruction": "How do I bake bread?"},
+    ]
+    targets = [{"id": "1", "instruction": "Tell me a bio of Marie Curie."}]
+    (demos,) = select_demos(pool, targets, k=2)
+    assert 0 not in demos and demos[0] == 2 and len(demos) == 2
+
+
+def test_sft_data_variants():
+    seed = [
+        {"id": "f1", "instruction": "Who is X?", "response": "human f1", "fact_based": True},
+        {"id": "n1", "instruction": "Write a poem.", "response": "human n1", "fact_based": False},
+    ]
+    fewshot = [{"id": "f1", "responses": ["pt a", "  ", "pt b"]}]
+    data, stats = build(seed, fewshot)
+    assert [r["response"] for r in data["SFT_fact"]] == ["pt a", "pt b"]
+    assert [r["response"] for r in data["SFT_FLAME"]] == ["human n1", "pt a", "pt b"]
+    assert stats["dropped_empty_pt_responses"] == 1 and stats["n_SFT"] == 2
+    with pytest.raises(ValueError, match="f1"):
+        build(seed, [])
+
+
+def test_winrate_outcomes():
+    assert outcome("A", "A") == 1.0 and outcome("B", "A") == 0.0 and outcome(None, "B") == 0.5
+
+
+def test_tables_render(tmp_path):
+    from flame import tables
+
+    ev = tmp_path / "eval"
+    summary = {"factscore": 0.5, "mean_correct": 2.0, "mean_erroneous": 2.0, "mean_length_chars": 100.0}
+    for m in ["PT", "SFT", "SFT_fact"]:
+        (ev / m).mkdir(parents=True)
+        fs = {"bio": summary} if m == "PT" else {"bio": summary, "alpaca_fact": summary,
+                                                  "fava": {**summary, "factscore": None}}
+        (ev / m / "factuality.json").write_text(json.dumps(fs))
+        if m != "PT":
+            (ev / m / "alpaca.jsonl").write_text(json.dumps({"responses": ["abcd"]}) + "\n")
+    (ev / "winrate_table2.json").write_text(json.dumps({"models": {"SFT_fact": {"win_rate": 62.5}}}))
+    (ev / "winrate_table3.json").write_text(json.dumps({"models": {}}))
+    dpo = tmp_path / "dpo" / "SFT"
+    dpo.mkdir(parents=True)
+    (dpo / "pair_counts.json").write_text(json.dumps(
+        {"sets": {"DPO": {"if": 3, "fact": 0, "total": 3}}}))
+    tables.main(["--eval-dir", str(ev), "--dpo-dir", str(tmp_path / "dpo"), "--out-dir",
+                 str(tmp_path / "t"), "--table2-rows", "PT", "SFT", "SFT_fact",
+                 "--table3-rows", "SFT"])
+    t2 = (tmp_path / "t" / "table2_sft.csv").read_text().splitlines()
+    assert t2[0].startswith("model,win,bio_fs")
+    rows = {line.split(",")[0]: line.split(",") for line in t2[1:]}
+    assert float(rows["SFT"][1]) == 50.0 and float(rows["SFT_fact"][1]) == 62.5
+    assert float(rows["SFT"][2]) == 50.0  # FActScore as a percentage
+    assert rows["PT"][5] == ""  # PT has no Alpaca Fact cell
+    assert rows["SFT"][8] == ""  # FAVA FActScore None -> empty, not NaN
+    assert rows["SFT"][12] == "44.7"  # paper's Bio FS beside ours
+    md = (tmp_path / "t" / "table2_sft.md").read_text()
+    assert "PT (5-shot)" in md and "62.5 (48.1)" in md
+    assert "| SFT+DPO | 3 | 0 |" in (tmp_path / "t" / "table11_pairs.md").read_text()
+    t8 = (tmp_path / "t" / "table8_length.csv").read_text()
+    assert "SFT,4.0,100.0" in t8 and not any(math.isnan(float(x)) for x in
+                                            t8.splitlines()[1].split(",")[1:3])
