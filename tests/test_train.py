@@ -1,0 +1,234 @@
+"""SFT and DPO training steps on the tiny random model: checkpoints, label masks, LoRA merge,
+resume, recipe and record errors, accelerate configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flame import train_dpo, train_sft, training
+from flame.io import RecordError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--set", "global_batch_size=2", "--set", "per_device_train_batch_size=2",
+        "--set", "logging_steps=1", "--threads", "2"]  # fmt: skip
+
+
+def write_lines(path: Path, lines: list) -> Path:
+    path.write_text(
+        "".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines),
+        encoding="utf-8",
+    )
+    return path
+
+
+def sft_records(n: int = 6) -> list[dict]:
+    return [
+        {
+            "id": f"s{i}",
+            "instruction": f"What is {i} plus {i}?",
+            "response": f"It is {2 * i}.",
+            "source": "test",
+        }  # fmt: skip
+        for i in range(n)
+    ]
+
+
+def pair_records(n: int = 4) -> list[dict]:
+    return [
+        {
+            "id": f"p{i}",
+            "prompt": f"Who wrote book {i}?",
+            "chosen": f"Author {i} wrote it.",
+            "rejected": "No idea.",
+            "kind": "fact" if i % 2 else "if",
+        }  # fmt: skip
+        for i in range(n)
+    ]
+
+
+def state_dict(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def differs(a: dict, b: dict) -> bool:
+    assert a.keys() == b.keys()
+    return any(not a[k].float().equal(b[k].float()) for k in a)
+
+
+def test_sft_writes_loadable_checkpoint(tiny_model, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    data = write_lines(tmp_path / "sft.jsonl", sft_records())
+    out = tmp_path / "SFT"
+    summary = train_sft.main(["--init", str(tiny_model), "--data", str(data), "--out", str(out),
+                              "--set", "max_steps=3", *TINY])  # fmt: skip
+    assert summary["global_step"] == 3 and summary["examples"] == 6
+    saved = json.loads((out / "train_summary.json").read_text())
+    assert saved["global_step"] == 3 and saved["train_loss"] > 0 and saved["examples_per_s"] > 0
+    assert saved["precision"] == "fp32" and saved["recipe"]["max_steps"] == 3
+    fp = json.loads((out / "flame_fingerprint.json").read_text())
+    assert fp["fingerprint"].startswith("sha256:") and "train_sft" in fp["origin"]
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.num_hidden_layers == 2
+    assert (out / "tokenizer.json").exists() and (out / "chat_template.jinja").exists()
+    # temp and checkpoint folders are gone after success
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["SFT", "sft.jsonl"]
+
+
+def test_sft_labels_mask_the_prompt(tiny_model, tmp_path):
+    recipe = training.load_recipe(train_sft.RECIPE, sets=["max_steps=1", "global_batch_size=2"])
+    recs = sft_records(2)
+    trainer = train_sft.build_trainer(str(tiny_model), recs, recipe, tmp_path / "ckpt")
+    tok = trainer.processing_class
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    for rec, ids, labels in zip(recs, batch["input_ids"], batch["labels"], strict=True):
+        trained = [int(t) for t, lab in zip(ids, labels, strict=True) if lab != -100]
+        assert tok.decode(trained) == rec["response"] + "<|im_end|>\n"
+        text = tok.decode(ids)
+        assert "<|im_start|>user\n" + rec["instruction"] in text
+        # every label before the response is masked, and unmasked labels equal the inputs
+        n_prompt = len(tok.apply_chat_template(
+            [{"role": "user", "content": rec["instruction"]}], add_generation_prompt=True,
+            tokenize=True, return_dict=True)["input_ids"])  # fmt: skip
+        assert (labels[:n_prompt] == -100).all()
+        assert (
+            labels[n_prompt : n_prompt + len(trained)] == ids[n_prompt : n_prompt + len(trained)]
+        ).all()
+
+
+def test_dpo_changes_the_weights(tiny_model, tmp_path):
+    pairs = write_lines(tmp_path / "pairs.jsonl", pair_records())
+    out = tmp_path / "DPO"
+    args = ["--init", str(tiny_model), "--pairs", str(pairs), "--out", str(out)]
+    summary = train_dpo.main([*args, "--set", "max_steps=2", "--set", "learning_rate=1e-3", *TINY])
+    assert summary["global_step"] == 2 and summary["kinds"] == {"if": 2, "fact": 2}
+    assert differs(state_dict(out), state_dict(tiny_model))
+    assert (out / "flame_fingerprint.json").exists() and (out / "train_summary.json").exists()
+    assert not (tmp_path / "DPO.ckpt").exists() and not (tmp_path / "DPO.tmp").exists()
+
+
+def test_lora_is_merged_into_a_plain_model(tiny_model, tmp_path):
+    data = write_lines(tmp_path / "sft.jsonl", sft_records(4))
+    out = tmp_path / "SFT"
+    train_sft.main(["--init", str(tiny_model), "--data", str(data), "--out", str(out),
+                    "--set", "max_steps=2", "--set", "use_lora=true", "--set", "lora_r=4",
+                    "--set", "learning_rate=1e-2", *TINY])  # fmt: skip
+    assert not (out / "adapter_config.json").exists()
+    merged, init = state_dict(out), state_dict(tiny_model)
+    assert not any("lora" in k for k in merged)
+    assert differs(merged, init)
+    assert not (tmp_path / "SFT.adapter").exists()
+
+
+def test_resume_continues_from_last_checkpoint(tiny_model, tmp_path):
+    data = write_lines(tmp_path / "sft.jsonl", sft_records())
+    out = tmp_path / "SFT"
+    paths = training.RunPaths(out)
+    # a first run that stopped after saving checkpoint-2 (as if killed later)
+    recipe = training.load_recipe(
+        train_sft.RECIPE,
+        sets=[
+            "max_steps=2",
+            "save_steps=2",
+            "global_batch_size=2",
+            "per_device_train_batch_size=2",
+        ],  # fmt: skip
+    )
+    train_sft.build_trainer(str(tiny_model), sft_records(), recipe, paths.ckpt).train()
+    assert training.last_checkpoint(paths.ckpt).endswith("checkpoint-2")
+    (paths.ckpt / "checkpoint-3").mkdir()  # a checkpoint killed mid-write is skipped
+    summary = train_sft.main(["--init", str(tiny_model), "--data", str(data), "--out", str(out),
+                              "--set", "max_steps=4", *TINY])  # fmt: skip
+    assert summary["resumed_from_step"] == 2 and summary["global_step"] == 4
+    assert not paths.ckpt.exists()
+
+
+def test_unknown_recipe_key_names_the_key(tiny_model, tmp_path):
+    data = write_lines(tmp_path / "sft.jsonl", sft_records(2))
+    args = ["--init", str(tiny_model), "--data", str(data), "--out", str(tmp_path / "o")]
+    with pytest.raises(training.RecipeError, match="unknown recipe key 'warmup_step'"):
+        train_sft.main([*args, "--set", "warmup_step=3"])
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("max_steps: 2\nbeta: 0.2\n")  # beta is a DPO key, not an SFT one
+    with pytest.raises(training.RecipeError, match=r"recipe.yaml: unknown recipe key 'beta'"):
+        train_sft.main([*args, "--recipe", str(recipe)])
+    with pytest.raises(training.RecipeError, match="'max_steps' expects int, got 'many'"):
+        train_sft.main([*args, "--set", "max_steps=many"])
+    assert not (tmp_path / "o").exists()
+
+
+def test_recipe_values_are_typed():
+    recipe = training.load_recipe(train_dpo.RECIPE, sets=["learning_rate=5e-7", "use_lora=true"])
+    assert recipe["learning_rate"] == 5e-7 and recipe["use_lora"] is True
+    assert recipe["global_batch_size"] == 64 and recipe["beta"] == 0.1  # paper defaults
+    assert training.load_recipe(train_sft.RECIPE)["global_batch_size"] == 32
+
+
+def test_schedule_decays_to_min_lr_and_batch_splits(tmp_path):
+    from trl import SFTConfig
+
+    recipe = training.load_recipe(train_sft.RECIPE, sets=["per_device_train_batch_size=8"])
+    args = training.training_args(SFTConfig, recipe, tmp_path)
+    assert args.gradient_accumulation_steps == 4  # 32 = 8 x 1 process x 4
+    assert args.lr_scheduler_type == "cosine_with_min_lr"
+    assert args.lr_scheduler_kwargs == {"min_lr": 1e-7}
+    assert args.bf16 is False and args.use_cpu and not args.activation_checkpointing
+    recipe["lr_scheduler_type"] = "linear"
+    args = training.training_args(SFTConfig, recipe, tmp_path)
+    assert args.lr_scheduler_type == "polynomial" and args.lr_scheduler_kwargs["lr_end"] == 1e-7
+    recipe["per_device_train_batch_size"] = 64  # shrunk to the global batch
+    assert training.training_args(SFTConfig, recipe, tmp_path).per_device_train_batch_size == 32
+    recipe["per_device_train_batch_size"] = 5
+    with pytest.raises(training.RecipeError, match="global_batch_size"):
+        training.training_args(SFTConfig, recipe, tmp_path)
+
+
+def test_bad_records_name_file_and_line(tiny_model, tmp_path):
+    good = sft_records(1)[0]
+    args = ["--init", str(tiny_model), "--out", str(tmp_path / "o")]
+    broken = write_lines(tmp_path / "broken.jsonl", [good, "", "{not json"])
+    with pytest.raises(RecordError, match=r"broken.jsonl:3: not valid JSON"):
+        train_sft.main([*args, "--data", str(broken)])
+    missing = write_lines(tmp_path / "missing.jsonl", [good, {"id": 1, "instruction": "x"}])
+    with pytest.raises(RecordError, match=r"missing.jsonl:2: missing field\(s\) response"):
+        train_sft.main([*args, "--data", str(missing)])
+    blank = write_lines(tmp_path / "blank.jsonl", ["", good, {**good, "response": None}])
+    with pytest.raises(RecordError, match=r"blank.jsonl:3: field\(s\) response must be"):
+        train_sft.main([*args, "--data", str(blank)])
+    empty = write_lines(tmp_path / "empty.jsonl", [])
+    with pytest.raises(RecordError, match=r"empty.jsonl: no records"):
+        train_sft.main([*args, "--data", str(empty)])
+    with pytest.raises(RecordError, match=r"zero preference pairs"):
+        train_dpo.main([*args, "--pairs", str(empty)])
+    no_rejected = write_lines(tmp_path / "p.jsonl", [{"id": 1, "prompt": "a", "chosen": "b"}])
+    with pytest.raises(RecordError, match=r"p.jsonl:1: missing field\(s\) rejected"):
+        train_dpo.main([*args, "--pairs", str(no_rejected)])
+
+
+def test_models_without_chat_template_use_plain_transcript(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    assert train_dpo.to_example(pair_records(1)[0], tok)["prompt"][0]["role"] == "user"
+    tok.chat_template = None
+    ex = train_sft.to_example(sft_records(1)[0], tok)
+    assert ex == {"prompt": "User: What is 0 plus 0?\n\nAssistant:", "completion": " It is 0."}
+    pair = train_dpo.to_example(pair_records(1)[0], tok)
+    assert pair["prompt"].endswith("Assistant:") and pair["chosen"] == " Author 0 wrote it."
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"), [("multi_gpu.yaml", "MULTI_GPU"), ("deepspeed_zero3.yaml", "DEEPSPEED")]
+)
+def test_accelerate_configs(name, kind):
+    cfg = yaml.safe_load((ROOT / "workflow" / "accelerate" / name).read_text())
+    assert cfg["distributed_type"] == kind and cfg["mixed_precision"] == "bf16"
+    if kind == "DEEPSPEED":
+        assert cfg["deepspeed_config"]["zero_stage"] == 3
+        assert cfg["deepspeed_config"]["zero3_save_16bit_model"] is True
