@@ -1,7 +1,7 @@
 """FLAME: factuality-aware alignment (Lin et al., NeurIPS 2024), from raw data to the paper's tables.
 
-    snakemake --cores 2                                    # the embedded default (config.yaml)
-    snakemake --cores 8 --configfile workflow/configs/paper.yaml --workflow-profile workflow/profiles/slurm
+snakemake --cores 2                                    # the embedded default (config.yaml)
+snakemake --cores 8 --configfile workflow/configs/paper.yaml --workflow-profile workflow/profiles/slurm
 """
 
 from snakemake.utils import min_version, validate
@@ -16,6 +16,16 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    sft="SFT|SFT_fact|SFT_FLAME",
+    dpo="DPO|DPO_fact|DPO_FLAME",
+    policy="SFT|SFT_FLAME",
+    model="|".join(m.replace("+", r"\+") for m in ["PT", *CHAT_EVAL_MODELS]),
+    name="[A-Za-z0-9_.-]+",
+
+
 include: "workflow/rules/models.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/knowledge.smk"

@@ -18,19 +18,22 @@ rule classify:
             caption="../report/classify.rst",
             category="Classification",
         ),
-    params:
-        py=PY,
-        model=role_spec("classifier"),
-        calibrate="--calibrate" if config.get("classify", {}).get("calibrate") else "",
     log:
         f"{LOGS}/classify.log",
+    conda:
+        conda_env("classifier")
     threads: 2
     resources:
         mem_mb=4000,
         gpu=1,
+    params:
+        py=PY,
+        cache=CACHE,
+        model=role_spec("classifier"),
+        calibrate="--calibrate" if config.get("classify", {}).get("calibrate") else "",
     shell:
         "{params.py} -m flame.classify --model {params.model:q} --labels {input.labels}"
         " --inputs {input.seed} {input.dpo_prompts} {input.alpaca}"
         " --outputs {output.seed} {output.dpo_prompts} {output.alpaca}"
-        " --report {output.report} {params.calibrate} --cache {CACHE} --threads {threads}"
-        " > {log} 2>&1"
+        " --report {output.report} {params.calibrate} --cache {params.cache}"
+        " --threads {threads} > {log} 2>&1"

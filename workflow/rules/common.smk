@@ -1,4 +1,4 @@
-# Helpers shared by the rule modules: names of the paper's models, model roles -> specs and
+# Helpers shared by the stage modules: names of the paper's models, model roles -> specs and
 # inputs, and config checks that JSON Schema cannot express. No rule lives here.
 
 import json
@@ -51,14 +51,6 @@ TABLES = expand(
 )
 
 
-wildcard_constraints:
-    sft="SFT|SFT_fact|SFT_FLAME",
-    dpo="DPO|DPO_fact|DPO_FLAME",
-    policy="SFT|SFT_FLAME",
-    model="|".join(m.replace("+", r"\+") for m in ["PT", *CHAT_EVAL_MODELS]),
-    name="[A-Za-z0-9_.-]+",
-
-
 SPECIAL_ROLES = {"policy", *SFT_VARIANTS}
 
 
@@ -69,9 +61,13 @@ def check_roles():
         if value is None and role == "chat_baseline":
             continue
         if value == "policy" and role != "if_judge":
-            raise ValueError(f"config roles.{role}: 'policy' is only meaningful for if_judge")
+            raise ValueError(
+                f"config roles.{role}: 'policy' is only meaningful for if_judge"
+            )
         if value in SFT_VARIANTS and role in ("pretrained", "sft_init"):
-            raise ValueError(f"config roles.{role}: cannot be a model the workflow trains ({value})")
+            raise ValueError(
+                f"config roles.{role}: cannot be a model the workflow trains ({value})"
+            )
         if value not in names and value not in SPECIAL_ROLES:
             raise ValueError(
                 f"config roles.{role}: unknown model {value!r}; "
@@ -79,7 +75,9 @@ def check_roles():
             )
     init = config["models"][config["roles"]["sft_init"]]
     if init["backend"] == "openai":
-        raise ValueError("config roles.sft_init: an HTTP-served model cannot be trained")
+        raise ValueError(
+            "config roles.sft_init: an HTTP-served model cannot be trained"
+        )
 
 
 check_roles()
@@ -151,3 +149,81 @@ def launcher():
             f"--num_processes {t['num_processes']}"
         )
     return PY
+
+
+def conda_env(*roles, policy_backend=False):
+    """The conda env of a rule: envs/vllm.yaml when any of its models is served by vLLM."""
+    backends = {resolve(config["roles"][r], "SFT")[0].get("backend") for r in roles}
+    if policy_backend:
+        backends.add(config["trained_models"].get("backend"))
+    return "../../envs/vllm.yaml" if "vllm" in backends else "../../envs/base.yaml"
+
+
+TRAIN_ENV = "../../envs/train.yaml"
+BASE_ENV = "../../envs/base.yaml"
+
+
+def data_args():
+    d = config["data"]
+    args = [f"--source {d['source']}", f"--seed {config['seed']}"]
+    args += [f"--{k.replace('_', '-')} {v}" for k, v in d.items() if k.startswith("n_")]
+    for k, v in d.get("hub", {}).items():
+        args.append(f"--{k.replace('_', '-')} {v}")
+    return " ".join(args)
+
+
+def sft_training_data(wc):
+    # SFT trains on the human answers of the seed set: it needs no classification, so the
+    # SFT model can be the classifier (as in the paper).
+    if wc.sft == "SFT":
+        return f"{R}/data/seed.jsonl"
+    return f"{R}/sft_data/{wc.sft}.jsonl"
+
+
+def sft_init_source(wc):
+    return resolve(config["roles"]["sft_init"])[0]["source"]
+
+
+def eval_sampling():
+    e = config["evaluation"]
+    return (
+        f"--temperature {e['temperature']} --top-p {e['top_p']}"
+        f" --max-new-tokens {e['max_new_tokens']} --seed {config['seed']}"
+    )
+
+
+def eval_sets(wc):
+    """NAME=PATH:retrieval arguments of flame.evaluate (PT is evaluated on Bio only)."""
+    r = config["evaluation"]["retrieval"]
+    d = f"{R}/eval/{wc.model}"
+    sets = [f"bio={d}/bio.jsonl:{r['bio']}"]
+    if wc.model != "PT":
+        sets += [
+            f"alpaca_fact={d}/alpaca.jsonl:{r['alpaca_fact']}",
+            f"fava={d}/fava.jsonl:{r['fava']}",
+        ]
+    return " ".join(sets)
+
+
+def eval_generations(wc):
+    if wc.model == "PT":
+        return [f"{R}/eval/PT/bio.jsonl"]
+    return [f"{R}/eval/{wc.model}/{s}.jsonl" for s in EVAL_SETS]
+
+
+# win-rate comparisons: table -> (baseline, compared models)
+WINRATE = {
+    "table2": ("SFT", [m for m in SFT_VARIANTS if m != "SFT"]),
+    "table3": ("SFT+DPO", [m for m in TABLE3_ROWS if m != "SFT+DPO"]),
+}
+
+
+def winrate_inputs(wc):
+    base, models = WINRATE[wc.table]
+    return [f"{R}/eval/{m}/alpaca.jsonl" for m in [base, *models]]
+
+
+def winrate_args(wc):
+    base, models = WINRATE[wc.table]
+    named = " ".join(f"'{m}={R}/eval/{m}/alpaca.jsonl'" for m in models)
+    return f"--baseline '{base}={R}/eval/{base}/alpaca.jsonl' --models {named}"

@@ -1,15 +1,6 @@
 # Data: seed instructions with human answers, DPO prompts, evaluation sets, classifier labels.
 
 
-def data_args():
-    d = config["data"]
-    args = [f"--source {d['source']}", f"--seed {config['seed']}"]
-    args += [f"--{k.replace('_', '-')} {v}" for k, v in d.items() if k.startswith("n_")]
-    for k, v in d.get("hub", {}).items():
-        args.append(f"--{k.replace('_', '-')} {v}")
-    return " ".join(args)
-
-
 rule build_data:
     output:
         seed=f"{R}/data/seed.jsonl",
@@ -19,13 +10,16 @@ rule build_data:
         alpaca=f"{R}/data/eval/alpaca.jsonl",
         fava=f"{R}/data/eval/fava.jsonl",
         manifest=f"{R}/data/manifest.json",
-    params:
-        py=PY,
-        args=data_args(),
     log:
         f"{LOGS}/build_data.log",
+    conda:
+        BASE_ENV
     threads: 1
     resources:
         mem_mb=2000,
+    params:
+        py=PY,
+        args=data_args(),
+        out_dir=lambda wc, output: Path(output.manifest).parent,
     shell:
-        "{params.py} -m flame.data build --out-dir {R}/data {params.args} > {log} 2>&1"
+        "{params.py} -m flame.data build --out-dir {params.out_dir} {params.args} > {log} 2>&1"

@@ -8,18 +8,24 @@ rule pairs:
         rm_if=rules.rm_if.output[0],
         rm_fact=rules.rm_fact.output.scores,
     output:
-        expand(f"{R}/dpo/{{{{policy}}}}/pairs_{{dpo}}.jsonl", dpo=["DPO", "DPO_fact", "DPO_FLAME"]),
+        expand(
+            f"{R}/dpo/{{{{policy}}}}/pairs_{{dpo}}.jsonl",
+            dpo=["DPO", "DPO_fact", "DPO_FLAME"],
+        ),
         counts=f"{R}/dpo/{{policy}}/pair_counts.json",
+    log:
+        f"{LOGS}/pairs/{{policy}}.log",
+    conda:
+        BASE_ENV
+    threads: 1
     params:
         py=PY,
         c=config["pairs"],
         seed=config["seed"],
-    log:
-        f"{LOGS}/pairs/{{policy}}.log",
-    threads: 1
+        out_dir=lambda wc, output: Path(output.counts).parent,
     shell:
         "{params.py} -m flame.pairs --samples {input.samples} --rm-if {input.rm_if}"
-        " --rm-fact {input.rm_fact} --out-dir {R}/dpo/{wildcards.policy}"
+        " --rm-fact {input.rm_fact} --out-dir {params.out_dir}"
         " --counts {output.counts} --max-if-gap {params.c[max_if_gap]} --mix {params.c[mix]}"
         " --seed {params.seed} > {log} 2>&1"
 
@@ -30,18 +36,20 @@ rule train_dpo:
         init=f"{R}/models/sft/{{policy}}",
     output:
         directory(f"{R}/models/dpo/{{policy}}+{{dpo}}"),
-    params:
-        launcher=launcher(),
-        recipe=recipe_args("dpo"),
-        seed=config["seed"],
     log:
         f"{LOGS}/train_dpo/{{policy}}+{{dpo}}.log",
     benchmark:
         f"{BENCH}/train_dpo/{{policy}}+{{dpo}}.tsv"
+    conda:
+        TRAIN_ENV
     threads: 2
     resources:
         mem_mb=12000,
         gpu=1,
+    params:
+        launcher=launcher(),
+        recipe=recipe_args("dpo"),
+        seed=config["seed"],
     shell:
         "{params.launcher} -m flame.train_dpo --init {input.init} --pairs {input.pairs}"
         " --out {output} {params.recipe} --set seed={params.seed} --threads {threads}"

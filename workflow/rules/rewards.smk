@@ -8,25 +8,28 @@ rule sample_responses:
         model=lambda wc: model_input(wc.policy),
     output:
         f"{R}/dpo/{{policy}}/samples.jsonl",
-    params:
-        py=PY,
-        model=lambda wc: model_spec(wc.policy),
-        c=config["sampling"],
-        seed=config["seed"],
     log:
         f"{LOGS}/sample_responses/{{policy}}.log",
     benchmark:
         f"{BENCH}/sample_responses/{{policy}}.tsv"
+    conda:
+        conda_env(policy_backend=True)
     threads: 2
     resources:
         mem_mb=4000,
         gpu=1,
+    params:
+        py=PY,
+        cache=CACHE,
+        model=lambda wc: model_spec(wc.policy),
+        c=config["sampling"],
+        seed=config["seed"],
     shell:
         "{params.py} -m flame.generate --model {params.model:q} --name {wildcards.policy}"
         " --inputs {input.prompts} --out {output} --n {params.c[m]}"
         " --temperature {params.c[temperature]} --top-p {params.c[top_p]}"
         " --max-new-tokens {params.c[max_new_tokens]} --seed {params.seed}"
-        " --cache {CACHE} --threads {threads} > {log} 2>&1"
+        " --cache {params.cache} --threads {threads} > {log} 2>&1"
 
 
 rule rm_if:
@@ -35,25 +38,28 @@ rule rm_if:
         judge=lambda wc: role_input("if_judge", wc.policy),
     output:
         f"{R}/dpo/{{policy}}/rm_if.jsonl",
-    params:
-        py=PY,
-        judge=lambda wc: role_spec("if_judge", wc.policy),
-        c=config["rm_if"],
-        seed=config["seed"],
     log:
         f"{LOGS}/rm_if/{{policy}}.log",
     benchmark:
         f"{BENCH}/rm_if/{{policy}}.tsv"
+    conda:
+        conda_env("if_judge", policy_backend=True)
     threads: 2
     resources:
         mem_mb=4000,
         gpu=1,
+    params:
+        py=PY,
+        cache=CACHE,
+        judge=lambda wc: role_spec("if_judge", wc.policy),
+        c=config["rm_if"],
+        seed=config["seed"],
     shell:
         "{params.py} -m flame.rm_if --judge {params.judge:q} --samples {input.samples}"
         " --out {output} --r {params.c[r]} --temperature {params.c[temperature]}"
         " --top-p {params.c[top_p]} --max-new-tokens {params.c[max_new_tokens]}"
         " --prefix {params.c[prefix]:q} --seed {params.seed}"
-        " --cache {CACHE} --threads {threads} > {log} 2>&1"
+        " --cache {params.cache} --threads {threads} > {log} 2>&1"
 
 
 rule rm_fact:
@@ -65,23 +71,26 @@ rule rm_fact:
     output:
         scores=f"{R}/dpo/{{policy}}/rm_fact.jsonl",
         facts=f"{R}/dpo/{{policy}}/rm_fact_facts.jsonl",
-    params:
-        py=PY,
-        decomposer=role_spec("fact_decomposer"),
-        verifier=role_spec("fact_verifier"),
-        c=config["rm_fact"],
     log:
         f"{LOGS}/rm_fact/{{policy}}.log",
     benchmark:
         f"{BENCH}/rm_fact/{{policy}}.tsv"
+    conda:
+        conda_env("fact_decomposer", "fact_verifier")
     threads: 2
     resources:
         mem_mb=4000,
         gpu=1,
+    params:
+        py=PY,
+        cache=CACHE,
+        decomposer=role_spec("fact_decomposer"),
+        verifier=role_spec("fact_verifier"),
+        c=config["rm_fact"],
     shell:
         "{params.py} -m flame.rm_fact --samples {input.samples} --knowledge {input.knowledge}"
         " --decomposer {params.decomposer:q} --verifier {params.verifier:q}"
         " --out {output.scores} --facts {output.facts} --unit {params.c[unit]}"
         " --retrieval {params.c[retrieval]} --k {params.c[k]}"
         " --passage-chars {params.c[passage_chars]} --n-fixed {params.c[n_fixed]}"
-        " --n-bm25 {params.c[n_bm25]} --cache {CACHE} --threads {threads} > {log} 2>&1"
+        " --n-bm25 {params.c[n_bm25]} --cache {params.cache} --threads {threads} > {log} 2>&1"

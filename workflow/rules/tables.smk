@@ -18,14 +18,19 @@ rule tables:
             for t in ["table2_sft", "table3_dpo", "table8_length", "table11_pairs"]
             for ext in ["csv", "md"]
         },
-    params:
-        py=PY,
-        rows2=" ".join(TABLE2_ROWS),
-        rows3=" ".join(f"'{m}'" for m in TABLE3_ROWS),
     log:
         f"{LOGS}/tables.log",
+    conda:
+        BASE_ENV
     threads: 1
+    params:
+        py=PY,
+        eval_dir=lambda wc, input: Path(input.winrates[0]).parent,
+        dpo_dir=lambda wc, input: Path(input.pair_counts[0]).parent.parent,
+        out_dir=lambda wc, output: Path(output.table2_sft_csv).parent,
+        rows2=" ".join(TABLE2_ROWS),
+        rows3=" ".join(f"'{m}'" for m in TABLE3_ROWS),
     shell:
-        "{params.py} -m flame.tables --eval-dir {R}/eval --dpo-dir {R}/dpo"
-        " --out-dir {R}/tables --table2-rows {params.rows2} --table3-rows {params.rows3}"
+        "{params.py} -m flame.tables --eval-dir {params.eval_dir} --dpo-dir {params.dpo_dir}"
+        " --out-dir {params.out_dir} --table2-rows {params.rows2} --table3-rows {params.rows3}"
         " > {log} 2>&1"

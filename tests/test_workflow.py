@@ -1,0 +1,120 @@
+"""The workflow's shape: config validation, dry runs, lint, CLIs, environments."""
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+STEPS = ["models", "data", "knowledge", "classify", "fewshot", "sft_data", "generate", "rm_if",
+         "rm_fact", "pairs", "train_sft", "train_dpo", "evaluate", "winrate", "tables",
+         "factscore"]
+
+
+def snakemake(*args, cwd=ROOT, timeout=120):
+    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def copy_workflow(tmp_path: Path) -> Path:
+    for name in ["Snakefile", "config.yaml"]:
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
+    return tmp_path
+
+
+def test_dry_run_plans_every_stage(tmp_path):
+    wd = copy_workflow(tmp_path)
+    res = snakemake("-n", "--cores", "2", cwd=wd)
+    assert res.returncode == 0, res.stderr
+    for rule in ["prepare_model", "build_data", "build_knowledge", "classify", "fewshot_pt",
+                 "sft_data", "train_sft", "sample_responses", "rm_if", "rm_fact", "pairs",
+                 "train_dpo", "eval_generate", "eval_generate_pt", "eval_factuality", "winrate",
+                 "tables"]:
+        assert re.search(rf"^{rule}\s+\d+", res.stdout, flags=re.M), rule
+    assert re.search(r"^train_dpo\s+5$", res.stdout, flags=re.M)
+    assert re.search(r"^train_sft\s+3$", res.stdout, flags=re.M)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["sft"].update(max_stepz=3), "max_stepz"),
+        (lambda c: c["sampling"].update(m="four"), "four"),
+        (lambda c: c["roles"].update(verifier="smollm2"), "verifier"),
+        (lambda c: c["roles"].update(fact_verifier="nonexistent"), "roles.fact_verifier"),
+        (lambda c: c["models"]["smollm2"].update(backend="tgi"), "tgi"),
+        (lambda c: c["rm_fact"].update(unit="paragraph"), "paragraph"),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path, edit, message):
+    wd = copy_workflow(tmp_path)
+    cfg = yaml.safe_load((wd / "config.yaml").read_text())
+    edit(cfg)
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "--cores", "1", cwd=wd, timeout=60)
+    assert res.returncode != 0
+    assert message in res.stdout + res.stderr
+    assert not (wd / "results").exists()
+
+
+def test_paper_config_and_slurm_profile_plan_every_job(tmp_path):
+    wd = copy_workflow(tmp_path)
+    res = snakemake("-n", "--configfile", "workflow/configs/paper.yaml", "--executor", "slurm",
+                    "--workflow-profile", "workflow/profiles/slurm", cwd=wd)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert re.search(r"^train_dpo\s+5$", res.stdout, flags=re.M)
+    assert "prepare_model" not in res.stdout  # hub models need no conversion
+
+
+def test_lint_is_clean(tmp_path):
+    wd = copy_workflow(tmp_path)
+    res = snakemake("--lint", cwd=wd)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Lints for" not in res.stdout
+
+
+def test_snakefmt_is_clean():
+    snakefmt = Path(sys.executable).parent / "snakefmt"
+    res = subprocess.run([str(snakefmt), "--check", "Snakefile", "workflow/rules"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_every_step_has_a_cli(step):
+    res = subprocess.run([sys.executable, "-m", f"flame.{step}", "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "usage:" in res.stdout
+
+
+def pins(requirements):
+    out = {}
+    for req in requirements:
+        if isinstance(req, str) and not req.startswith("-"):
+            name = re.split(r"[=<>!~ ]", req, maxsplit=1)[0].lower()
+            out[name] = req[len(name):].strip()
+    return out
+
+
+def test_conda_envs_match_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = pins(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        declared.update(pins(extra))
+    for env_file in sorted((ROOT / "envs").glob("*.yaml")):
+        env = yaml.safe_load(env_file.read_text())
+        pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+        assert any(p.startswith("-e ") for p in pip), f"{env_file.name} must install the package"
+        for name, spec in pins(pip).items():
+            if name == "vllm":
+                continue  # vLLM lives only in envs/vllm.yaml (its own transformers pin)
+            assert name in declared, f"{env_file.name}: {name} is not declared in pyproject.toml"
+            assert spec == declared[name], f"{env_file.name}: {name}{spec} != {declared[name]}"
