@@ -1,0 +1,5 @@
+"""python -m flame.data build --out-dir results/data  (see flame.data.build)."""
+
+from flame.data.build import main
+
+main()
