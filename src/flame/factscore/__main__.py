@@ -1,0 +1,159 @@
+"""FActScore on any JSONL of generations.
+
+Input records: {"id" (optional; default the line number), "prompt" or "instruction",
+"topic" (optional; the page title for --retrieval topic), "response": str} or "responses":
+[str, ...] (flattened: result ids "ID#i", with "item_id": ID and "sample": i).
+
+Outputs: --out, one result per response: {id, topic, abstained, n_facts, n_supported, score,
+facts: [{sentence, fact, passages: [passage ids], supported, verifier_score}]} (+ item_id,
+sample); --summary: aggregate() (factscore, factscore_gamma, respond_ratio, mean_facts,
+mean_correct, mean_erroneous, n_items, ...) plus the settings, counts and LM call statistics.
+
+Example:
+    python -m flame.knowledge build --source embedded --out results/knowledge/embedded
+    python -m flame.factscore --input gens.jsonl --decomposer results/models/base/smollm2 \
+        --verifier results/models/base/smollm2 --knowledge results/knowledge/embedded \
+        --out facts.jsonl --summary summary.json --retrieval topic --k 5 --gamma 10 \
+        --cache results/cache/lm.sqlite
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from flame.io import RecordError, read_jsonl, setup_logging, write_json, write_jsonl
+
+log = logging.getLogger("flame.factscore")
+
+
+def record_lines(path: Path) -> list[int]:
+    """Line numbers of the non-blank lines (the records read_jsonl returns, in order)."""
+    with path.open(encoding="utf-8") as fh:
+        return [n for n, line in enumerate(fh, 1) if line.strip()]
+
+
+def read_items(path: Path) -> tuple[list[dict], dict[str, int]]:
+    """Scorer items from a generations file (see the module docstring), and skip counts."""
+    records = read_jsonl(path)
+    items: list[dict] = []
+    counts = {"records": len(records), "empty_responses": 0}
+    for rec, line in zip(records, record_lines(path), strict=True):
+        where = f"{path}:{line}"
+        prompt = rec.get("prompt", rec.get("instruction"))
+        if not isinstance(prompt, str):
+            raise RecordError(f"{where}: needs a 'prompt' or 'instruction' string")
+        topic = rec.get("topic")
+        if topic is not None and not isinstance(topic, str):
+            raise RecordError(f"{where}: 'topic' must be a string")
+        rid = rec.get("id", line)
+        base = {"prompt": prompt, "topic": topic}
+        if isinstance(rec.get("response"), str):
+            items.append({"id": rid, **base, "response": rec["response"]})
+        elif isinstance(rec.get("responses"), list) and all(
+            isinstance(r, str) for r in rec["responses"]
+        ):
+            for i, r in enumerate(rec["responses"]):
+                items.append({"id": f"{rid}#{i}", "item_id": rid, "sample": i, **base,
+                              "response": r})  # fmt: skip
+        else:
+            raise RecordError(
+                f"{where}: needs 'response' (a string) or 'responses' (a list of strings)"
+            )
+    counts["empty_responses"] = sum(not it["response"].strip() for it in items)
+    return items, counts
+
+
+def load_knowledge(arg: str):
+    from flame.knowledge import BUILD_HINT, KnowledgeBase
+
+    path = Path(arg)
+    if not path.is_dir():
+        name = arg.partition(":")[0] or "kb"
+        raise FileNotFoundError(
+            f"--knowledge {arg}: not a built knowledge folder. Build it once with: "
+            + BUILD_HINT.format(source=arg, folder=f"results/knowledge/{name}")
+        )
+    return KnowledgeBase.load(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m flame.factscore", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--input", required=True, type=Path, help="JSONL of generations")
+    ap.add_argument("--decomposer", help="model spec (JSON or folder/hub id); needed for atomic")
+    ap.add_argument("--verifier", required=True, help="model spec (JSON or folder/hub id)")
+    ap.add_argument("--knowledge", required=True, help="folder built by flame.knowledge build")
+    ap.add_argument("--out", required=True, type=Path, help="per-response results (JSONL)")
+    ap.add_argument("--summary", required=True, type=Path, help="aggregate scores (JSON)")
+    ap.add_argument("--unit", choices=("atomic", "sentence"), default="atomic")
+    ap.add_argument("--retrieval", choices=("topic", "open"), default="topic")
+    ap.add_argument("--k", type=int, default=5, help="passages per fact (5 FActScore, 10 FLAME)")
+    ap.add_argument("--gamma", type=float, default=10, help="length penalty; 0 disables (FLAME)")
+    ap.add_argument("--passage-chars", type=int, default=1000, help="truncate passages to this")
+    ap.add_argument("--n-fixed", type=int, default=7, help="fixed decomposition demos")
+    ap.add_argument("--n-bm25", type=int, default=1, help="demos picked by BM25 per sentence")
+    ap.add_argument("--demos", type=Path, help="JSONL of {sentence, facts} demos")
+    ap.add_argument("--no-abstention", action="store_true", help="do not detect abstentions")
+    ap.add_argument("--cache", type=Path, help="SQLite LM call cache")
+    ap.add_argument("--threads", type=int, help="CPU threads for local models")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    from flame.cache import Cache
+    from flame.factscore import FactScorer, aggregate, load_demos
+    from flame.lm import load_lm, parse_spec
+
+    if args.unit == "atomic" and not args.decomposer:
+        raise SystemExit("--unit atomic needs --decomposer")
+    items, counts = read_items(args.input)
+    kb = load_knowledge(args.knowledge)
+    cache = Cache(args.cache, namespace="lm") if args.cache else None
+    verifier = load_lm(args.verifier, cache=cache, threads=args.threads)
+    decomposer = None
+    if args.unit == "atomic":
+        same = parse_spec(args.decomposer) == parse_spec(args.verifier)
+        decomposer = verifier if same else load_lm(args.decomposer, cache, args.threads)
+    scorer = FactScorer(
+        decomposer, verifier, kb, unit=args.unit, retrieval=args.retrieval, k=args.k,
+        n_fixed=args.n_fixed, n_bm25=args.n_bm25, passage_chars=args.passage_chars,
+        detect_abstention=not args.no_abstention,
+        demos=load_demos(args.demos) if args.demos else None,
+    )  # fmt: skip
+    results = scorer.score(items)
+    for it, res in zip(items, results, strict=True):
+        if "sample" in it:
+            res["item_id"], res["sample"] = it["item_id"], it["sample"]
+    lms = [lm for lm in {id(x): x for x in (decomposer, verifier) if x}.values()]
+    summary = aggregate(results, args.gamma)
+    summary.update(
+        settings={k: v for k, v in vars(args).items() if k not in ("input", "out", "summary")}
+        | {"input": str(args.input), "knowledge_meta": kb.meta},
+        counts={**counts, **scorer.counts},
+        lm_calls=sum(lm.stats.calls for lm in lms),
+        lm_seconds=round(sum(lm.stats.seconds for lm in lms), 3),
+        cache={"hits": cache.hits, "misses": cache.misses} if cache else None,
+    )
+    summary["settings"] = {k: str(v) if isinstance(v, Path) else v
+                           for k, v in summary["settings"].items()}  # fmt: skip
+    write_jsonl(args.out, results)
+    write_json(args.summary, summary)
+    log.info(
+        "%d responses (%d abstained, %d empty): %d facts, %d decomposition fallbacks, "
+        "%d unknown topics; FActScore %s (gamma %s: %s); %d LM calls",
+        len(results), scorer.counts["abstained"], counts["empty_responses"],
+        scorer.counts["facts"], scorer.counts["decompose_fallbacks"],
+        scorer.counts["unknown_topic_items"], summary["factscore"], args.gamma,
+        summary["factscore_gamma"], summary["lm_calls"],
+    )  # fmt: skip
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""FActScore (Min et al., 2023) as FLAME uses it: the share of a response's atomic facts that the
+knowledge source supports.
+
+For each response: detect abstention -> split sentences -> decompose into atomic facts (one
+batched generate call for all sentences of all responses) -> retrieve passages -> verify every
+fact (one batched choose call). Retrieval modes:
+
+  topic  FActScore: the passages of the topic's own page, ranked by BM25 against "topic fact",
+         top k per fact; items whose topic is missing or unknown fall back to open search with
+         the same query (counted as ``unknown_topic_items``).
+  open   FLAME: the instruction is the query over the whole corpus, top k once per response;
+         every fact of the response is checked against those passages.
+
+Score of a response = supported / facts (None with 0 facts or when abstained). ``aggregate``
+gives FActScore's summary: the mean over responding items with facts, without and with the
+length penalty exp(1 - gamma / #facts) for #facts < gamma (gamma=10 in FActScore, 0 in FLAME).
+
+Example:
+    from flame.factscore import FactScorer, aggregate
+    scorer = FactScorer(lm, lm, KnowledgeBase.load("results/knowledge/embedded"), k=5)
+    print(aggregate(scorer.score([{"id": 1, "prompt": "Tell me a bio of Ada Lovelace.",
+                                   "topic": "Ada Lovelace", "response": "Ada Lovelace was ..."}])))
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from statistics import mean
+from typing import TYPE_CHECKING
+
+from flame.factscore.decompose import DemoSelector, decompose, load_demos
+from flame.factscore.sentences import split_sentences
+from flame.factscore.verify import build_verify_prompt, verify
+from flame.lm import LM
+
+if TYPE_CHECKING:
+    from flame.knowledge import KnowledgeBase
+
+log = logging.getLogger("flame.factscore")
+
+ABSTAIN_PREFIXES = (
+    "i'm sorry", "i am sorry", "sorry,", "i apologize", "i don't know", "i do not know",
+    "i cannot", "i can't", "i'm not sure", "i am not sure", "i'm unable", "i am unable",
+    "i'm not able", "i am not able", "as an ai",
+)  # fmt: skip
+ABSTAIN_PHRASES = ("no information", "find any information", "provide more")
+
+
+def is_abstained(response: str) -> bool:
+    """A refusal: the response opens with "I'm sorry", "I don't know", "I cannot", ... or its
+    first sentence says "no information" / "could not find any information" / "provide more"."""
+    text = response.strip().lower().replace("’", "'")
+    if text.startswith(ABSTAIN_PREFIXES):
+        return True
+    first = (split_sentences(response) or [""])[0].lower()
+    return any(p in first for p in ABSTAIN_PHRASES)
+
+
+def length_penalty(n_facts: int, gamma: float) -> float:
+    """FActScore's penalty for short responses: exp(1 - gamma/n) when n < gamma, else 1."""
+    if not gamma or n_facts >= gamma:
+        return 1.0
+    return math.exp(1 - gamma / n_facts)
+
+
+class FactScorer:
+    def __init__(
+        self,
+        decomposer: LM | None,
+        verifier: LM,
+        kb: KnowledgeBase,
+        unit: str = "atomic",
+        retrieval: str = "topic",
+        k: int = 5,
+        n_fixed: int = 7,
+        n_bm25: int = 1,
+        passage_chars: int | None = 1000,
+        detect_abstention: bool = True,
+        demos: list[dict] | None = None,
+        max_fact_tokens: int = 128,
+    ):
+        if unit not in ("atomic", "sentence"):
+            raise ValueError(f"unknown unit {unit!r} (atomic or sentence)")
+        if retrieval not in ("topic", "open"):
+            raise ValueError(f"unknown retrieval {retrieval!r} (topic or open)")
+        if unit == "atomic" and decomposer is None:
+            raise ValueError("unit='atomic' needs a decomposer LM")
+        self.decomposer, self.verifier, self.kb = decomposer, verifier, kb
+        self.unit, self.retrieval, self.k = unit, retrieval, k
+        self.passage_chars, self.detect_abstention = passage_chars, detect_abstention
+        self.max_fact_tokens = max_fact_tokens
+        self.selector = None
+        if unit == "atomic":
+            self.selector = DemoSelector(demos or load_demos(), n_fixed, n_bm25)
+        self.counts: Counter = Counter()
+
+    @staticmethod
+    def _normalize(item: dict, i: int) -> dict:
+        response = item.get("response")
+        if not isinstance(response, str):
+            raise ValueError(f"item {item.get('id', i)}: 'response' must be a string")
+        prompt = item.get("prompt") or item.get("instruction") or ""
+        return {"id": item.get("id", i), "prompt": prompt, "topic": item.get("topic") or None,
+                "response": response}  # fmt: skip
+
+    def _passages(self, items: list[dict], facts: list[list[tuple[str, str]]]) -> list[list]:
+        """For each item, for each fact, the retrieved passages (best first)."""
+        out: list[list] = [[] for _ in items]
+        for n, (it, fs) in enumerate(zip(items, facts, strict=True)):
+            if not fs:
+                continue
+            if self.retrieval == "open":
+                query = it["prompt"] or it["topic"]
+                if not query:
+                    raise ValueError(f"item {it['id']}: open retrieval needs a prompt")
+                out[n] = [self.kb.search(query, self.k)] * len(fs)
+                continue
+            topic = it["topic"] or ""
+            queries = [f"{topic} {fact}".strip() for _, fact in fs]
+            if self.kb.has_topic(topic):
+                out[n] = self.kb.search_topic(topic, queries, self.k)
+            else:
+                self.counts["unknown_topic_items"] += 1
+                out[n] = self.kb.search_many(queries, self.k)
+        return out
+
+    def score(self, items: list[dict]) -> list[dict]:
+        """Score responses; an item is {id, prompt|instruction, topic (optional), response}."""
+        items = [self._normalize(it, i) for i, it in enumerate(items)]
+        c = self.counts
+        sentences: list[list[str]] = []
+        abstained = []
+        for it in items:
+            c["items"] += 1
+            gave_up = self.detect_abstention and is_abstained(it["response"])
+            abstained.append(gave_up)
+            c["abstained"] += gave_up
+            c["empty_responses"] += not it["response"].strip()
+            sentences.append([] if gave_up else split_sentences(it["response"]))
+        flat = [s for ss in sentences for s in ss]
+        c["sentences"] += len(flat)
+        per_sentence, fallbacks = decompose(
+            flat, self.decomposer, self.selector, self.unit, self.max_fact_tokens
+        )
+        c["decompose_fallbacks"] += fallbacks
+        facts: list[list[tuple[str, str]]] = []
+        pos = 0
+        for ss in sentences:
+            facts.append(
+                [(s, f) for s, fs in zip(ss, per_sentence[pos:], strict=False) for f in fs]
+            )
+            pos += len(ss)
+        passages = self._passages(items, facts)
+        prompts = [
+            build_verify_prompt(it["topic"], fact, ps, self.passage_chars)
+            for it, fs, pss in zip(items, facts, passages, strict=True)
+            for (_, fact), ps in zip(fs, pss, strict=True)
+        ]
+        c["facts"] += len(prompts)
+        supported, margins, n_text = verify(prompts, self.verifier)
+        c["text_verdicts"] += n_text
+        results, j = [], 0
+        for it, gave_up, fs, pss in zip(items, abstained, facts, passages, strict=True):
+            rows = []
+            for (sentence, fact), ps in zip(fs, pss, strict=True):
+                rows.append({"sentence": sentence, "fact": fact, "passages": [p["id"] for p in ps],
+                             "supported": supported[j], "verifier_score": margins[j]})  # fmt: skip
+                j += 1
+            n_sup = sum(r["supported"] for r in rows)
+            results.append({
+                "id": it["id"], "topic": it["topic"], "abstained": gave_up,
+                "n_facts": len(rows), "n_supported": n_sup,
+                "score": n_sup / len(rows) if rows and not gave_up else None, "facts": rows,
+            })  # fmt: skip
+        return results
+
+
+def _mean(values: list[float]) -> float | None:
+    return mean(values) if values else None
+
+
+def aggregate(results: list[dict], gamma: float = 10) -> dict:
+    """FActScore's summary of scored responses. ``factscore`` = mean score over responding
+    items with >= 1 fact (no length penalty); ``factscore_gamma`` applies the penalty
+    (gamma=0 disables it); counts are means over responding items."""
+    responding = [r for r in results if not r["abstained"]]
+    scored = [r for r in responding if r["n_facts"] > 0]
+    return {
+        "factscore": _mean([r["score"] for r in scored]),
+        "factscore_gamma": _mean(
+            [r["score"] * length_penalty(r["n_facts"], gamma) for r in scored]
+        ),
+        "gamma": gamma,
+        "respond_ratio": len(responding) / len(results) if results else None,
+        "mean_facts": _mean([r["n_facts"] for r in responding]),
+        "mean_correct": _mean([r["n_supported"] for r in responding]),
+        "mean_erroneous": _mean([r["n_facts"] - r["n_supported"] for r in responding]),
+        "n_items": len(results),
+        "n_responding": len(responding),
+        "n_scored": len(scored),
+    }
