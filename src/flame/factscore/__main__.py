@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--passage-chars", type=int, default=1000, help="truncate passages to this")
     ap.add_argument("--n-fixed", type=int, default=7, help="fixed decomposition demos")
     ap.add_argument("--n-bm25", type=int, default=1, help="demos picked by BM25 per sentence")
+    ap.add_argument("--max-fact-tokens", type=int, default=128, help="decomposer output limit")
     ap.add_argument("--demos", type=Path, help="JSONL of {sentence, facts} demos")
     ap.add_argument("--no-abstention", action="store_true", help="do not detect abstentions")
     ap.add_argument("--cache", type=Path, help="SQLite LM call cache")
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         n_fixed=args.n_fixed, n_bm25=args.n_bm25, passage_chars=args.passage_chars,
         detect_abstention=not args.no_abstention,
         demos=load_demos(args.demos) if args.demos else None,
+        max_fact_tokens=args.max_fact_tokens,
     )  # fmt: skip
     results = scorer.score(items)
     for it, res in zip(items, results, strict=True):
