@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--passage-chars", type=int, default=1000)
     ap.add_argument("--n-fixed", type=int, default=7)
     ap.add_argument("--n-bm25", type=int, default=1)
+    ap.add_argument("--max-fact-tokens", type=int, default=128, help="decomposition length cap")
     ap.add_argument("--cache")
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             n_fixed=args.n_fixed,
             n_bm25=args.n_bm25,
             passage_chars=args.passage_chars,
+            max_fact_tokens=args.max_fact_tokens,
         )
         results = scorer.score(items)
     by_id = {r["id"]: r for r in results}

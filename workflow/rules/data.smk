@@ -4,7 +4,7 @@
 rule build_data:
     output:
         seed=f"{R}/data/seed.jsonl",
-        dpo_prompts=f"{R}/data/dpo_prompts.jsonl",
+        dpo_prompts=f"{R}/data/dpo.jsonl",
         labels=f"{R}/data/classifier_labels.jsonl",
         bio=f"{R}/data/eval/bio.jsonl",
         alpaca=f"{R}/data/eval/alpaca.jsonl",

@@ -97,6 +97,7 @@ rule eval_factuality:
         " --verifier {params.verifier:q} --out {output.summary} --facts-dir {output.facts}"
         " --unit {params.c[unit]} --k {params.c[k]} --passage-chars {params.c[passage_chars]}"
         " --n-fixed {params.c[n_fixed]} --n-bm25 {params.c[n_bm25]} --gamma {params.c[gamma]}"
+        " --max-fact-tokens {params.c[max_fact_tokens]}"
         " --cache {params.cache} --threads {threads} > {log} 2>&1"
 
 

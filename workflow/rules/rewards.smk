@@ -93,4 +93,4 @@ rule rm_fact:
         " --out {output.scores} --facts {output.facts} --unit {params.c[unit]}"
         " --retrieval {params.c[retrieval]} --k {params.c[k]}"
         " --passage-chars {params.c[passage_chars]} --n-fixed {params.c[n_fixed]}"
-        " --n-bm25 {params.c[n_bm25]} --cache {params.cache} --threads {threads} > {log} 2>&1"
+        " --n-bm25 {params.c[n_bm25]} --max-fact-tokens {params.c[max_fact_tokens]} --cache {params.cache} --threads {threads} > {log} 2>&1"
