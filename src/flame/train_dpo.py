@@ -24,11 +24,12 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 from flame import training
-from flame.io import RecordError, setup_logging
+from flame.io import RecordError, setup_logging, write_json
 
 log = logging.getLogger("flame.train_dpo")
 
@@ -107,6 +108,21 @@ def read_pairs(path: str | Path, required: tuple[str, ...] = REQUIRED) -> list[d
     return records
 
 
+def copy_unchanged(init: str, out: Path, pairs: str, recipe: dict) -> dict:
+    """DPO on zero pairs leaves the policy as it is: the init checkpoint is copied (atomically),
+    with a summary that says so. Its fingerprint is the init's: the weights are identical."""
+    log.warning("%s has zero pairs: %s is written unchanged from %s", pairs, out, init)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(init, tmp, ignore=shutil.ignore_patterns("train_summary.json"))
+    summary = {"step": "dpo", "data": str(pairs), "examples": 0, "kept": 0, "global_step": 0,
+               "skipped": "zero preference pairs", "init": init, "recipe": recipe}  # fmt: skip
+    write_json(tmp / "train_summary.json", summary)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return summary
+
+
 def main(
     argv: list[str] | None = None, trainer_cls=None, to_example=to_example, required=REQUIRED
 ) -> dict:
@@ -117,9 +133,16 @@ def main(
     )
     training.add_common_args(ap)
     ap.add_argument("--pairs", required=True, help="JSONL of {id, prompt, chosen, rejected, kind}")
+    ap.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="with zero pairs, write the init model unchanged (global_step 0) instead of failing",
+    )
     args = ap.parse_args(argv)
     setup_logging(args.log_level)
     recipe = training.load_recipe(RECIPE, args.recipe, args.set)
+    if args.allow_empty and not any(line.strip() for line in Path(args.pairs).open()):
+        return copy_unchanged(args.init, Path(args.out), args.pairs, recipe)
     records = read_pairs(args.pairs, required)
     training.set_threads(args.threads)
     paths = training.RunPaths(Path(args.out))

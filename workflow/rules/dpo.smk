@@ -48,9 +48,10 @@ rule train_dpo:
         gpu=1,
     params:
         launcher=launcher(),
-        recipe=recipe_args("dpo"),
+        recipe=recipe_args("dpo", keys_to_skip=("allow_empty_pairs",)),
+        allow_empty="--allow-empty" if config["dpo"].get("allow_empty_pairs") else "",
         seed=config["seed"],
     shell:
         "{params.launcher} -m flame.train_dpo --init {input.init} --pairs {input.pairs}"
-        " --out {output} {params.recipe} --set seed={params.seed} --threads {threads}"
-        " > {log} 2>&1"
+        " --out {output} {params.recipe} --set seed={params.seed} {params.allow_empty}"
+        " --threads {threads} > {log} 2>&1"

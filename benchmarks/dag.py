@@ -1,0 +1,93 @@
+"""Benchmark the whole DAG on the embedded default from an empty results/ folder.
+
+Copies the workflow to a scratch folder, runs `snakemake --cores N` (model conversion included,
+installation excluded), then runs it again with nothing changed. Prints wall times, the time and
+peak RSS of each rule (from Snakemake's benchmark files), generation speed of every generation
+stage (from the step logs) and the peak RSS over all jobs.
+
+    .venv/bin/python benchmarks/dag.py [--cores 2] [--workdir /tmp/flame-bench] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(wd: Path, cores: int) -> float:
+    t0 = time.time()
+    res = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", str(cores)],
+        cwd=wd,
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode:
+        sys.exit(f"snakemake failed:\n{res.stderr[-3000:]}")
+    return time.time() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--workdir", type=Path)
+    ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    args = ap.parse_args()
+    wd = args.workdir or Path(tempfile.mkdtemp(prefix="flame-bench-"))
+    wd.mkdir(parents=True, exist_ok=True)
+    for name in ["Snakefile", "config.yaml"]:
+        shutil.copy(ROOT / name, wd / name)
+    shutil.rmtree(wd / "workflow", ignore_errors=True)
+    shutil.copytree(ROOT / "workflow", wd / "workflow")
+    shutil.rmtree(wd / "results", ignore_errors=True)
+
+    cold = run(wd, args.cores)
+    noop = run(wd, args.cores)
+
+    per_rule: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+    for tsv in sorted((wd / "results" / "benchmarks").rglob("*.tsv")):
+        rule = tsv.parent.name if tsv.parent.name != "benchmarks" else tsv.stem
+        with tsv.open() as fh:
+            row = next(csv.DictReader(fh, delimiter="\t"))
+        entry = per_rule[rule]
+        entry[0] += float(row["s"])
+        entry[1] = max(entry[1], float(row["max_rss"]) if row["max_rss"] != "-" else 0.0)
+        entry[2] += 1
+    speeds = []
+    pattern = re.compile(r"([\d.]+) generated tokens/s(?: \((\d+) tokens\))?")
+    for log in sorted((wd / "results" / "logs").rglob("*.log")):
+        for m in pattern.finditer(log.read_text(errors="replace")):
+            speeds.append(
+                (str(log.relative_to(wd / "results" / "logs")), float(m.group(1)), m.group(2))
+            )
+
+    print(
+        f"whole DAG, cold (empty results/, {args.cores} cores): {cold:.0f} s ({cold / 60:.1f} min)"
+    )
+    print(f"second run, nothing changed: {noop:.1f} s")
+    print(f"peak RSS of any job: {max(v[1] for v in per_rule.values()) / 1024:.2f} GB")
+    print("\nper rule (jobs, total s, peak RSS MB):")
+    for rule, (secs, rss, n) in sorted(per_rule.items(), key=lambda kv: -kv[1][0]):
+        print(f"  {rule:20s} {n:3d} {secs:8.1f} {rss:8.0f}")
+    print("\ngeneration speed (generated tokens/s while generating):")
+    for log, tps, tokens in speeds:
+        print(f"  {log:40s} {tps:7.1f}" + (f"  ({tokens} tokens)" if tokens else ""))
+    print(f"\nworkdir: {wd}")
+    if not args.keep and not args.workdir:
+        shutil.rmtree(wd)
+
+
+if __name__ == "__main__":
+    main()

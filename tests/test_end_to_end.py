@@ -1,0 +1,193 @@
+"""The whole DAG, for real: on a tiny random-weight model (fast, every stage, kill + resume), and
+on the embedded default (SmolLM2-135M, Wikipedia summaries; ~15 minutes on 2 cores)."""
+
+import csv
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = ["table2_sft", "table3_dpo", "table8_length", "table11_pairs"]
+
+
+def copy_workflow(dest: Path) -> Path:
+    for name in ["Snakefile", "config.yaml"]:
+        shutil.copy(ROOT / name, dest / name)
+    shutil.copytree(ROOT / "workflow", dest / "workflow")
+    return dest
+
+
+def snakemake(wd: Path, *args: str, timeout: int = 3000) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=wd,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+def tiny_config(model: Path) -> dict:
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["models"] = {"tiny": {"source": str(model), "backend": "transformers", "batch_size": 16}}
+    cfg["trained_models"] = {"backend": "transformers", "batch_size": 16}
+    cfg["roles"] = {
+        r: "tiny"
+        for r in [
+            "pretrained",
+            "sft_init",
+            "fact_decomposer",
+            "fact_verifier",
+            "eval_judge",
+            "chat_baseline",
+        ]
+    }
+    cfg["roles"].update(classifier="SFT", if_judge="policy")
+    cfg["data"].update(
+        n_seed_fact=6,
+        n_seed_nonfact=10,
+        n_dpo_fact=4,
+        n_dpo_nonfact=2,
+        n_eval_bio=2,
+        n_eval_alpaca=4,
+        n_eval_fava=2,
+    )
+    for section in ("fewshot", "sampling", "evaluation"):
+        cfg[section]["max_new_tokens"] = 12
+    cfg["rm_if"].update(max_new_tokens=2)
+    cfg["sft"].update(
+        max_steps=2, global_batch_size=2, per_device_train_batch_size=2, max_length=128
+    )
+    cfg["dpo"].update(
+        max_steps=1,
+        global_batch_size=2,
+        per_device_train_batch_size=2,
+        max_length=128,
+        allow_empty_pairs=True,
+    )
+    for section in ("rm_fact", "evaluation"):
+        cfg[section].update(max_fact_tokens=12)
+    return cfg
+
+
+def read_table(path: Path) -> list[dict]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def check_tables(results: Path, table3_rows: list[str]) -> None:
+    for t in TABLES:
+        for ext in ("csv", "md"):
+            assert (results / "tables" / f"{t}.{ext}").stat().st_size > 0, f"{t}.{ext}"
+    t2 = read_table(results / "tables" / "table2_sft.csv")
+    assert [r["model"] for r in t2] == ["PT", "SFT", "SFT_fact", "SFT_FLAME"]
+    t3 = read_table(results / "tables" / "table3_dpo.csv")
+    assert [r["model"] for r in t3] == table3_rows
+    for rows in (t2, t3):
+        for row in rows:
+            for key, value in row.items():
+                if key == "model" or value == "":
+                    continue
+                assert math.isfinite(float(value)), (row["model"], key, value)
+    # the cells every model must have: win rate (not PT) and Bio FActScore, C and E
+    for row in t2[1:] + t3:
+        for key in ("win", "bio_fs", "bio_correct", "bio_error"):
+            assert row[key] != "", (row["model"], key)
+    base3 = next(r for r in t3 if r["model"] == "SFT+DPO")
+    assert float(base3["win"]) == 50.0
+    pairs = read_table(results / "tables" / "table11_pairs.csv")
+    assert {(r["sft_model"], r["pair_set"]) for r in pairs} >= {
+        ("SFT", "DPO"),
+        ("SFT", "DPO_fact"),
+        ("SFT_FLAME", "DPO_FLAME"),
+    }
+
+
+@pytest.mark.slow
+def test_tiny_model_whole_dag_with_kill_and_resume(tmp_path, tiny_model):
+    wd = copy_workflow(tmp_path)
+    (wd / "config.yaml").write_text(yaml.safe_dump(tiny_config(tiny_model)))
+    # start the run, kill it (whole process group) while SFT models are being trained
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "2"],
+        cwd=wd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 600
+    while not (wd / "results/models/sft/SFT").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (wd / "results/models/sft/SFT").exists(), "the run never reached SFT training"
+    assert not (wd / "results/tables").exists()
+    # restart: finishes without manual clean-up
+    res = snakemake(wd, "--cores", "2")
+    assert res.returncode == 0, res.stderr[-4000:]
+    results = wd / "results"
+    check_tables(
+        results,
+        [
+            "Chat",
+            "SFT",
+            "SFT+DPO",
+            "SFT+DPO_fact",
+            "SFT+DPO_FLAME",
+            "SFT_FLAME",
+            "SFT_FLAME+DPO",
+            "SFT_FLAME+DPO_FLAME",
+        ],
+    )
+    leftovers = [p for p in results.rglob("*") if p.name.endswith((".tmp", ".ckpt"))]
+    assert leftovers == []
+    # nothing changed: nothing to do
+    res = snakemake(wd, "--cores", "2")
+    assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr
+    # a changed parameter re-runs only its rule and what depends on it
+    cfg = yaml.safe_load((wd / "config.yaml").read_text())
+    cfg["pairs"]["max_if_gap"] = 0.25
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res = snakemake(wd, "-n", "--cores", "2")
+    planned = res.stdout
+    assert "rule pairs:" in planned and "rule train_dpo:" in planned
+    for upstream in (
+        "rule train_sft:",
+        "rule classify:",
+        "rule sample_responses:",
+        "rule rm_if:",
+        "rule rm_fact:",
+        "rule build_data:",
+    ):
+        assert upstream not in planned, upstream
+
+
+@pytest.mark.embedded
+def test_embedded_default_end_to_end(tmp_path):
+    """The real embedded default, exactly as `make demo` runs it."""
+    wd = copy_workflow(tmp_path)
+    res = snakemake(wd, "--cores", "2", timeout=3600)
+    assert res.returncode == 0, res.stderr[-4000:]
+    check_tables(
+        wd / "results",
+        [
+            "Chat",
+            "SFT",
+            "SFT+DPO",
+            "SFT+DPO_fact",
+            "SFT+DPO_FLAME",
+            "SFT_FLAME",
+            "SFT_FLAME+DPO",
+            "SFT_FLAME+DPO_FLAME",
+        ],
+    )
+    report = yaml.safe_load((wd / "results/classified/report.json").read_text())
+    assert 0.0 <= report["labelled"]["accuracy"] <= 1.0 and report["labelled"]["n"] >= 40
