@@ -7,8 +7,12 @@ from flame.pairs import build_pairs, extremes, mix
 
 
 def sample(pid, fact, n=4):
-    return {"id": pid, "instruction": f"q {pid}", "responses": [f"{pid}-r{i}" for i in range(n)],
-            "fact_based": fact}
+    return {
+        "id": pid,
+        "instruction": f"q {pid}",
+        "responses": [f"{pid}-r{i}" for i in range(n)],
+        "fact_based": fact,
+    }
 
 
 def test_extremes_ties_and_unknowns():
@@ -20,8 +24,12 @@ def test_extremes_ties_and_unknowns():
 
 def test_if_and_fact_pairs_with_gap_filter():
     s = [sample("a", True), sample("b", True), sample("c", False), sample("d", True)]
-    rm_if = {"a": [3.0, 3.2, 4.0, 1.0], "b": [5.0, 1.0, 2.0, 2.0], "c": [2.0, 2.0, 2.0, 2.0],
-             "d": [3.0, None, 3.0, 3.0]}
+    rm_if = {
+        "a": [3.0, 3.2, 4.0, 1.0],
+        "b": [5.0, 1.0, 2.0, 2.0],
+        "c": [2.0, 2.0, 2.0, 2.0],
+        "d": [3.0, None, 3.0, 3.0],
+    }
     rm_fact = {"a": [0.9, 0.1, 0.5, 0.5], "b": [0.2, 0.9, 0.5, 0.5], "d": [0.5, 0.5, 0.5, 0.5]}
     if_pairs, fact_pairs, drops = build_pairs(s, rm_if, rm_fact, max_if_gap=0.5)
     assert [p["id"] for p in if_pairs] == ["a:if", "b:if"]  # c and d tie on RM_IF
@@ -59,12 +67,28 @@ def test_cli_writes_sets_and_counts(tmp_path):
     s = [sample("a", True), sample("b", False)]
     (tmp_path / "s.jsonl").write_text("".join(json.dumps(x) + "\n" for x in s))
     (tmp_path / "if.jsonl").write_text(
-        json.dumps({"id": "a", "scores": [1, 2, 3, 4]}) + "\n"
-        + json.dumps({"id": "b", "scores": [1, 2, 3, 4]}) + "\n")
-    (tmp_path / "fact.jsonl").write_text(json.dumps({"id": "a", "scores": [0.2, 0.1, 0.9, 0.5]}) + "\n")
-    pairs.main(["--samples", str(tmp_path / "s.jsonl"), "--rm-if", str(tmp_path / "if.jsonl"),
-                "--rm-fact", str(tmp_path / "fact.jsonl"), "--out-dir", str(tmp_path / "o"),
-                "--counts", str(tmp_path / "o" / "counts.json")])
+        json.dumps({"id": "a", "scores": [1, 2, 3, 4]})
+        + "\n"
+        + json.dumps({"id": "b", "scores": [1, 2, 3, 4]})
+        + "\n"
+    )
+    (tmp_path / "fact.jsonl").write_text(
+        json.dumps({"id": "a", "scores": [0.2, 0.1, 0.9, 0.5]}) + "\n"
+    )
+    pairs.main(
+        [
+            "--samples",
+            str(tmp_path / "s.jsonl"),
+            "--rm-if",
+            str(tmp_path / "if.jsonl"),
+            "--rm-fact",
+            str(tmp_path / "fact.jsonl"),
+            "--out-dir",
+            str(tmp_path / "o"),
+            "--counts",
+            str(tmp_path / "o" / "counts.json"),
+        ]
+    )
     counts = json.loads((tmp_path / "o" / "counts.json").read_text())
     # fact pair a: chosen r2 (RM_IF 3) vs rejected r1 (RM_IF 2): gap 1 > 0.5 -> dropped
     assert counts["sets"]["DPO"] == {"if": 2, "fact": 0, "total": 2}
@@ -78,6 +102,17 @@ def test_cli_rejects_missing_scores(tmp_path):
     (tmp_path / "if.jsonl").write_text(json.dumps({"id": "a", "scores": [1, 2]}) + "\n")
     (tmp_path / "fact.jsonl").write_text("")
     with pytest.raises(SystemExit, match="no RM_IF scores"):
-        pairs.main(["--samples", str(tmp_path / "s.jsonl"), "--rm-if", str(tmp_path / "if.jsonl"),
-                    "--rm-fact", str(tmp_path / "fact.jsonl"), "--out-dir", str(tmp_path),
-                    "--counts", str(tmp_path / "c.json")])
+        pairs.main(
+            [
+                "--samples",
+                str(tmp_path / "s.jsonl"),
+                "--rm-if",
+                str(tmp_path / "if.jsonl"),
+                "--rm-fact",
+                str(tmp_path / "fact.jsonl"),
+                "--out-dir",
+                str(tmp_path),
+                "--counts",
+                str(tmp_path / "c.json"),
+            ]
+        )

@@ -16,8 +16,15 @@ from flame.winrate import outcome
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("Answer: Yes", True), (" No, it does not.", False), ("answer:no", False),
-     ("Yes.", True), ("The answer is unclear", None), ("", None), ("Yesterday", None)],
+    [
+        ("Answer: Yes", True),
+        (" No, it does not.", False),
+        ("answer:no", False),
+        ("Yes.", True),
+        ("The answer is unclear", None),
+        ("", None),
+        ("Yesterday", None),
+    ],
 )
 def test_parse_yes_no(text, expected):
     assert parse_yes_no(text) is expected
@@ -25,9 +32,15 @@ def test_parse_yes_no(text, expected):
 
 @pytest.mark.parametrize(
     "text, prefixed, expected",
-    [("The response is relevant... Score: 4", False, 4), ("Score: 2 ... Score: 5", False, 5),
-     (" 3", True, 3), (" 3", False, None), ("Score: 9", False, None), ("no idea", True, None),
-     ("", True, None)],
+    [
+        ("The response is relevant... Score: 4", False, 4),
+        ("Score: 2 ... Score: 5", False, 5),
+        (" 3", True, 3),
+        (" 3", False, None),
+        ("Score: 9", False, None),
+        ("no idea", True, None),
+        ("", True, None),
+    ],
 )
 def test_parse_score(text, prefixed, expected):
     assert parse_score(text, prefixed=prefixed) == expected
@@ -89,23 +102,47 @@ def test_tables_render(tmp_path):
     from flame import tables
 
     ev = tmp_path / "eval"
-    summary = {"factscore": 0.5, "mean_correct": 2.0, "mean_erroneous": 2.0, "mean_length_chars": 100.0}
+    summary = {
+        "factscore": 0.5,
+        "mean_correct": 2.0,
+        "mean_erroneous": 2.0,
+        "mean_length_chars": 100.0,
+    }
     for m in ["PT", "SFT", "SFT_fact"]:
         (ev / m).mkdir(parents=True)
-        fs = {"bio": summary} if m == "PT" else {"bio": summary, "alpaca_fact": summary,
-                                                  "fava": {**summary, "factscore": None}}
+        fs = (
+            {"bio": summary}
+            if m == "PT"
+            else {"bio": summary, "alpaca_fact": summary, "fava": {**summary, "factscore": None}}
+        )
         (ev / m / "factuality.json").write_text(json.dumps(fs))
         if m != "PT":
             (ev / m / "alpaca.jsonl").write_text(json.dumps({"responses": ["abcd"]}) + "\n")
-    (ev / "winrate_table2.json").write_text(json.dumps({"models": {"SFT_fact": {"win_rate": 62.5}}}))
+    (ev / "winrate_table2.json").write_text(
+        json.dumps({"models": {"SFT_fact": {"win_rate": 62.5}}})
+    )
     (ev / "winrate_table3.json").write_text(json.dumps({"models": {}}))
     dpo = tmp_path / "dpo" / "SFT"
     dpo.mkdir(parents=True)
-    (dpo / "pair_counts.json").write_text(json.dumps(
-        {"sets": {"DPO": {"if": 3, "fact": 0, "total": 3}}}))
-    tables.main(["--eval-dir", str(ev), "--dpo-dir", str(tmp_path / "dpo"), "--out-dir",
-                 str(tmp_path / "t"), "--table2-rows", "PT", "SFT", "SFT_fact",
-                 "--table3-rows", "SFT"])
+    (dpo / "pair_counts.json").write_text(
+        json.dumps({"sets": {"DPO": {"if": 3, "fact": 0, "total": 3}}})
+    )
+    tables.main(
+        [
+            "--eval-dir",
+            str(ev),
+            "--dpo-dir",
+            str(tmp_path / "dpo"),
+            "--out-dir",
+            str(tmp_path / "t"),
+            "--table2-rows",
+            "PT",
+            "SFT",
+            "SFT_fact",
+            "--table3-rows",
+            "SFT",
+        ]
+    )
     t2 = (tmp_path / "t" / "table2_sft.csv").read_text().splitlines()
     assert t2[0].startswith("model,win,bio_fs")
     rows = {line.split(",")[0]: line.split(",") for line in t2[1:]}
@@ -118,5 +155,6 @@ def test_tables_render(tmp_path):
     assert "PT (5-shot)" in md and "62.5 (48.1)" in md
     assert "| SFT+DPO | 3 | 0 |" in (tmp_path / "t" / "table11_pairs.md").read_text()
     t8 = (tmp_path / "t" / "table8_length.csv").read_text()
-    assert "SFT,4.0,100.0" in t8 and not any(math.isnan(float(x)) for x in
-                                            t8.splitlines()[1].split(",")[1:3])
+    assert "SFT,4.0,100.0" in t8 and not any(
+        math.isnan(float(x)) for x in t8.splitlines()[1].split(",")[1:3]
+    )

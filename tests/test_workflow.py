@@ -4,22 +4,38 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-STEPS = ["models", "data", "knowledge", "classify", "fewshot", "sft_data", "generate", "rm_if",
-         "rm_fact", "pairs", "train_sft", "train_dpo", "evaluate", "winrate", "tables",
-         "factscore"]
+STEPS = [
+    "models",
+    "data",
+    "knowledge",
+    "classify",
+    "fewshot",
+    "sft_data",
+    "generate",
+    "rm_if",
+    "rm_fact",
+    "pairs",
+    "train_sft",
+    "train_dpo",
+    "evaluate",
+    "winrate",
+    "tables",
+    "factscore",
+]
 
 
 def snakemake(*args, cwd=ROOT, timeout=120):
-    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def copy_workflow(tmp_path: Path) -> Path:
@@ -33,10 +49,25 @@ def test_dry_run_plans_every_stage(tmp_path):
     wd = copy_workflow(tmp_path)
     res = snakemake("-n", "--cores", "2", cwd=wd)
     assert res.returncode == 0, res.stderr
-    for rule in ["prepare_model", "build_data", "build_knowledge", "classify", "fewshot_pt",
-                 "sft_data", "train_sft", "sample_responses", "rm_if", "rm_fact", "pairs",
-                 "train_dpo", "eval_generate", "eval_generate_pt", "eval_factuality", "winrate",
-                 "tables"]:
+    for rule in [
+        "prepare_model",
+        "build_data",
+        "build_knowledge",
+        "classify",
+        "fewshot_pt",
+        "sft_data",
+        "train_sft",
+        "sample_responses",
+        "rm_if",
+        "rm_fact",
+        "pairs",
+        "train_dpo",
+        "eval_generate",
+        "eval_generate_pt",
+        "eval_factuality",
+        "winrate",
+        "tables",
+    ]:
         assert re.search(rf"^{rule}\s+\d+", res.stdout, flags=re.M), rule
     assert re.search(r"^train_dpo\s+5$", res.stdout, flags=re.M)
     assert re.search(r"^train_sft\s+3$", res.stdout, flags=re.M)
@@ -66,8 +97,16 @@ def test_bad_config_fails_before_any_job(tmp_path, edit, message):
 
 def test_paper_config_and_slurm_profile_plan_every_job(tmp_path):
     wd = copy_workflow(tmp_path)
-    res = snakemake("-n", "--configfile", "workflow/configs/paper.yaml", "--executor", "slurm",
-                    "--workflow-profile", "workflow/profiles/slurm", cwd=wd)
+    res = snakemake(
+        "-n",
+        "--configfile",
+        "workflow/configs/paper.yaml",
+        "--executor",
+        "slurm",
+        "--workflow-profile",
+        "workflow/profiles/slurm",
+        cwd=wd,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert re.search(r"^train_dpo\s+5$", res.stdout, flags=re.M)
     assert "prepare_model" not in res.stdout  # hub models need no conversion
@@ -82,15 +121,23 @@ def test_lint_is_clean(tmp_path):
 
 def test_snakefmt_is_clean():
     snakefmt = Path(sys.executable).parent / "snakefmt"
-    res = subprocess.run([str(snakefmt), "--check", "Snakefile", "workflow/rules"], cwd=ROOT,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [str(snakefmt), "--check", "Snakefile", "workflow/rules"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 
 @pytest.mark.parametrize("step", STEPS)
 def test_every_step_has_a_cli(step):
-    res = subprocess.run([sys.executable, "-m", f"flame.{step}", "--help"], capture_output=True,
-                         text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", f"flame.{step}", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     assert "usage:" in res.stdout
 
@@ -100,7 +147,7 @@ def pins(requirements):
     for req in requirements:
         if isinstance(req, str) and not req.startswith("-"):
             name = re.split(r"[=<>!~ ]", req, maxsplit=1)[0].lower()
-            out[name] = req[len(name):].strip()
+            out[name] = req[len(name) :].strip()
     return out
 
 
