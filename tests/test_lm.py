@@ -67,3 +67,45 @@ def test_openai_text_and_logprob_rules():
 def test_cached_lm_wraps_fingerprint(tiny_model, tmp_path):
     lm = load_lm({"source": str(tiny_model)}, cache=tmp_path / "c.sqlite")
     assert isinstance(lm, CachedLM) and lm.fingerprint.startswith("hf:sha256:")
+
+
+def test_prefix_groups():
+    from flame.lm.hf import prefix_groups
+
+    a = [1] * 60 + [2, 3]
+    b = [1] * 60 + [4]
+    c = [1] * 60 + [5, 6, 7]
+    d = [9, 9, 9]
+    groups = prefix_groups([a, b, c, d], min_prefix=48)
+    assert sorted((p, sorted(m)) for p, m in groups) == [(0, [3]), (60, [0, 1, 2])]
+    # a prompt that is entirely the prefix of another keeps one token of its own
+    groups = prefix_groups([[1] * 60, [1] * 70], min_prefix=48)
+    assert groups == [(59, [0, 1])]
+    # a newcomer that would halve the shared prefix starts its own group
+    e, f = [1] * 200 + [2], [1] * 200 + [3]
+    g = [1] * 60 + [7] * 150
+    plens = sorted(p for p, _ in prefix_groups([e, f, g], min_prefix=48))
+    assert plens == [0, 200]
+
+
+def test_shared_prefix_choose_matches_plain(tiny_model):
+    lm = load_lm({"source": str(tiny_model), "min_shared_prefix": 8})
+    context = "Title: Marie Curie\nText: " + "Marie Curie was a Polish physicist. " * 6
+    facts = ["She won two Nobel prizes.", "She was born in 1867 in Warsaw, Poland.", "No."]
+    prompts = [Prompt(text=f"{context}\n\nInput: {f} True or False?\nOutput:") for f in facts]
+    shared = lm.choose(prompts, ["True", "False"])
+    lm.min_shared_prefix = 10**6  # forces every prompt through the plain path
+    plain = lm.choose(prompts, ["True", "False"])
+    for s, p in zip(shared, plain, strict=True):
+        assert s == pytest.approx(p, abs=1e-4)
+
+
+def test_shared_prefix_generate_matches_plain(tiny_model):
+    lm = load_lm({"source": str(tiny_model), "min_shared_prefix": 8, "batch_size": 8})
+    demos = "Question: what is two plus two?\nAnswer: four.\n\n" * 4
+    prompts = [Prompt(text=f"{demos}Question: {q}\nAnswer:") for q in ["hi?", "a longer one?", "x"]]
+    greedy = Sampling(max_new_tokens=6, temperature=0.0, n=2)
+    shared = lm.generate(prompts, greedy)
+    lm.min_shared_prefix = 10**6
+    assert lm.generate(prompts, greedy) == shared
+    assert all(len(o) == 2 and o[0] == o[1] for o in shared)  # greedy: samples agree

@@ -68,20 +68,24 @@ def main(argv: list[str] | None = None) -> None:
         decomposer if same else load_lm(args.verifier, cache=args.cache, threads=args.threads)
     )
     kb = KnowledgeBase.load(args.knowledge)
-    summary = {}
-    for name, path, mode in args.sets:
+    items_of: dict[str, list[dict]] = {}
+    for name, path, _ in args.sets:
         recs = read_jsonl(path, required=("id", "instruction", "responses"))
         if name in args.only_fact_based:
             recs = [r for r in recs if r.get("fact_based")]
-        items = [
+        items_of[name] = [
             {
-                "id": r["id"],
+                "id": f"{name}/{r['id']}",
                 "prompt": r["instruction"],
                 "topic": r.get("topic"),
                 "response": r["responses"][0] if r["responses"] else "",
             }
             for r in recs
         ]
+    # one scorer call per retrieval mode, over all its sets: fuller batches, shared prefixes
+    results_of: dict[str, dict] = {}
+    for mode in dict.fromkeys(m for _, _, m in args.sets):
+        items = [i for name, _, m in args.sets if m == mode for i in items_of[name]]
         scorer = FactScorer(
             decomposer,
             verifier,
@@ -94,13 +98,19 @@ def main(argv: list[str] | None = None) -> None:
             passage_chars=args.passage_chars,
             max_fact_tokens=args.max_fact_tokens,
         )
-        results = scorer.score(items) if items else []
+        results_of.update((r["id"], r) for r in (scorer.score(items) if items else []))
+    summary = {}
+    for name, _, mode in args.sets:
+        items = items_of[name]
+        results = [results_of[i["id"]] for i in items]
+        for r in results:
+            r["id"] = r["id"].split("/", 1)[1]
         summary[name] = {
             **aggregate(results, gamma=args.gamma),
             "retrieval": mode,
-            "mean_length_chars": statistics.fmean(len(i["response"]) for i in items)
-            if items
-            else None,
+            "mean_length_chars": (
+                statistics.fmean(len(i["response"]) for i in items) if items else None
+            ),
         }
         write_jsonl(
             Path(args.facts_dir) / f"{name}.jsonl",

@@ -22,7 +22,7 @@ rule classify:
         f"{LOGS}/classify.log",
     conda:
         conda_env("classifier")
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         gpu=1,

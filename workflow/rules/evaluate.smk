@@ -19,7 +19,7 @@ rule eval_generate:
         conda_env("chat_baseline", policy_backend=True)
         if CHAT
         else conda_env(policy_backend=True)
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         gpu=1,
@@ -47,7 +47,7 @@ rule eval_generate_pt:
         f"{BENCH}/eval_generate/PT.tsv"
     conda:
         conda_env("pretrained")
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         gpu=1,
@@ -80,7 +80,7 @@ rule eval_factuality:
         f"{BENCH}/eval_factuality/{{model}}.tsv"
     conda:
         conda_env("fact_decomposer", "fact_verifier")
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         gpu=1,
@@ -115,7 +115,7 @@ rule winrate:
         table="table2|table3",
     conda:
         conda_env("eval_judge")
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         gpu=1,

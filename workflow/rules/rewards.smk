@@ -14,7 +14,7 @@ rule sample_responses:
         f"{BENCH}/sample_responses/{{policy}}.tsv"
     conda:
         conda_env(policy_backend=True)
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         gpu=1,
@@ -44,7 +44,7 @@ rule rm_if:
         f"{BENCH}/rm_if/{{policy}}.tsv"
     conda:
         conda_env("if_judge", policy_backend=True)
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         gpu=1,
@@ -77,7 +77,7 @@ rule rm_fact:
         f"{BENCH}/rm_fact/{{policy}}.tsv"
     conda:
         conda_env("fact_decomposer", "fact_verifier")
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         gpu=1,

@@ -14,7 +14,7 @@ rule fewshot_pt:
         f"{BENCH}/fewshot_pt.tsv"
     conda:
         conda_env("pretrained")
-    threads: 2
+    threads: 1
     resources:
         mem_mb=4000,
         gpu=1,

@@ -123,10 +123,11 @@ class CachedLM(LM):
     """Persists every generation and choice of the wrapped backend, keyed by the backend's
     fingerprint, the prompt and the decoding parameters (and the sample index for n > 1)."""
 
-    def __init__(self, inner: LM, cache: Cache):
+    def __init__(self, inner: LM, cache: Cache, chunk: int = 256):
         super().__init__()
         self.inner = inner
         self.cache = cache
+        self.chunk = chunk  # results are persisted every `chunk` prompts: a killed run keeps them
         self.fingerprint = inner.fingerprint
         self.stats = inner.stats
 
@@ -156,13 +157,15 @@ class CachedLM(LM):
         for p, missing in todo.items():
             by_count.setdefault(len(missing), []).append(p)
         for count, group in by_count.items():
-            outs = self.inner.generate(group, Sampling(**{**asdict(sampling), "n": count}))
-            new = {}
-            for p, texts in zip(group, outs, strict=True):
-                for i, text in zip(todo[p], texts, strict=True):
-                    new[keys_of[p][i]] = text
-            self.cache.put_many(new)
-            found.update(new)
+            for start in range(0, len(group), self.chunk):
+                part = group[start : start + self.chunk]
+                outs = self.inner.generate(part, Sampling(**{**asdict(sampling), "n": count}))
+                new = {}
+                for p, texts in zip(part, outs, strict=True):
+                    for i, text in zip(todo[p], texts, strict=True):
+                        new[keys_of[p][i]] = text
+                self.cache.put_many(new)
+                found.update(new)
         return [[found[k] for k in ks] for ks in keys]
 
     def choose(self, prompts: list[Prompt], options: list[str]) -> list[list[float] | None]:
@@ -175,9 +178,10 @@ class CachedLM(LM):
             len(prompts) - len(todo),
             len(todo),
         )
-        if todo:
-            outs = self.inner.choose(todo, options)
-            new = {key_of[p]: s for p, s in zip(todo, outs, strict=True)}
+        for start in range(0, len(todo), self.chunk):
+            part = todo[start : start + self.chunk]
+            outs = self.inner.choose(part, options)
+            new = {key_of[p]: s for p, s in zip(part, outs, strict=True)}
             self.cache.put_many(new)
             found.update(new)
         return [found[key_of[p]] for p in prompts]

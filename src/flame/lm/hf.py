@@ -82,6 +82,7 @@ class TransformersLM(LM):
         self.torch = torch
         self.source = str(spec["source"])
         self.batch_size = int(spec.get("batch_size", 16))
+        self.min_shared_prefix = int(spec.get("min_shared_prefix", 48))
         device = spec.get("device", "auto")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -110,56 +111,185 @@ class TransformersLM(LM):
         return {k: v.to(self.device) for k, v in enc.items()}
 
     def generate(self, prompts: list[Prompt], sampling: Sampling) -> list[list[str]]:
-        torch = self.torch
+        """`sampling.n` completions per prompt. Prompts sharing a long token prefix (few-shot
+        demos, a judge's rubric) are grouped: the prefix is run once, its KV cache is repeated
+        over the batch, and only the rest of each prompt is prefilled."""
         texts = [render(self.tokenizer, p) for p in prompts]
+        ids = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
         out: list[list[str]] = [[] for _ in prompts]
         per_batch = max(1, self.batch_size // max(1, sampling.n))
-        sample = sampling.temperature > 0
-        for b, idx in enumerate(self._batches(texts, per_batch)):
-            enc = self._encode([texts[i] for i in idx])
-            torch.manual_seed(sampling.seed + b)
-            t0 = time.time()
-            with torch.inference_mode():
-                gen = self.model.generate(
-                    **enc,
-                    max_new_tokens=sampling.max_new_tokens,
-                    do_sample=sample,
-                    temperature=sampling.temperature if sample else None,
-                    top_p=sampling.top_p if sample else None,
-                    top_k=None,
-                    num_return_sequences=sampling.n,
-                    stop_strings=list(sampling.stop) or None,
-                    tokenizer=self.tokenizer if sampling.stop else None,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                )
-            new = gen[:, enc["input_ids"].shape[1] :]
-            self.stats.seconds += time.time() - t0
-            self.stats.calls += len(idx)
-            self.stats.prompt_tokens += int(enc["attention_mask"].sum()) * sampling.n
-            pad = self.tokenizer.pad_token_id
-            self.stats.generated_tokens += int((new != pad).sum())
-            decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-            for j, i in enumerate(idx):
-                chunk = decoded[j * sampling.n : (j + 1) * sampling.n]
-                out[i] = [truncate_at_stop(t, sampling.stop) for t in chunk]
+        singles = []
+        for plen, members in prefix_groups(ids, self.min_shared_prefix):
+            if not plen or len(members) < 2:
+                singles.extend(members)
+                continue
+            members = sorted(members, key=lambda i: len(ids[i]))
+            for start in range(0, len(members), per_batch):
+                part = members[start : start + per_batch]
+                outs = self._generate_rows(ids, part, sampling, plen, seed=sampling.seed + start)
+                for i, texts_i in zip(part, outs, strict=True):
+                    out[i] = texts_i
+        order = sorted(singles, key=lambda i: -len(ids[i]))
+        for b, start in enumerate(range(0, len(order), per_batch)):
+            part = order[start : start + per_batch]
+            outs = self._generate_rows(ids, part, sampling, 0, seed=sampling.seed + b)
+            for i, texts_i in zip(part, outs, strict=True):
+                out[i] = texts_i
         return out
 
-    def choose(self, prompts: list[Prompt], options: list[str]) -> list[list[float] | None]:
+    def _generate_rows(self, ids, part: list[int], sampling: Sampling, plen: int, seed: int):
+        """Generate for prompts `part` (n rows each); with plen > 0 their first plen tokens are
+        shared and prefilled once. Rows are [prefix][left padding][rest of the prompt]: the
+        attention mask hides the padding and position ids follow the mask, so each row sees
+        exactly its own prompt."""
         torch = self.torch
+        n = sampling.n
+        rows = [ids[i][plen:] for i in part for _ in range(n)]
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        inp = torch.full((len(rows), plen + width), pad)
+        mask = torch.zeros((len(rows), plen + width), dtype=torch.long)
+        if plen:
+            inp[:, :plen] = torch.tensor(ids[part[0]][:plen])
+            mask[:, :plen] = 1
+        for r, rest in enumerate(rows):
+            inp[r, plen + width - len(rest) :] = torch.tensor(rest)
+            mask[r, plen + width - len(rest) :] = 1
+        inp, mask = inp.to(self.device), mask.to(self.device)
+        sample = sampling.temperature > 0
+        t0 = time.time()
+        with torch.inference_mode():
+            kw = {}
+            if plen:
+                prefix = inp[:1, :plen]
+                cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+                kw["past_key_values"] = cache.past_key_values
+                kw["past_key_values"].batch_repeat_interleave(len(rows))
+            torch.manual_seed(seed)
+            gen = self.model.generate(
+                input_ids=inp,
+                attention_mask=mask,
+                max_new_tokens=sampling.max_new_tokens,
+                do_sample=sample,
+                temperature=sampling.temperature if sample else None,
+                top_p=sampling.top_p if sample else None,
+                top_k=None,
+                stop_strings=list(sampling.stop) or None,
+                tokenizer=self.tokenizer if sampling.stop else None,
+                pad_token_id=pad,
+                **kw,
+            )
+        new = gen[:, inp.shape[1] :]
+        self.stats.seconds += time.time() - t0
+        self.stats.calls += len(part)
+        self.stats.prompt_tokens += (plen + sum(len(r) for r in rows)) if plen else int(mask.sum())
+        self.stats.generated_tokens += int((new != pad).sum())
+        decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return [
+            [truncate_at_stop(t, sampling.stop) for t in decoded[j * n : (j + 1) * n]]
+            for j in range(len(part))
+        ]
+
+    def choose(self, prompts: list[Prompt], options: list[str]) -> list[list[float] | None]:
+        """Next-token log-probs of each option. Prompts that share a long token prefix (FActScore
+        verification: the same passages, a different fact) are grouped; the prefix is run once
+        and only the suffixes are run against a copy of its KV cache."""
         texts = [render(self.tokenizer, p) for p in prompts]
-        ids = [option_token_ids(self.tokenizer, o) for o in options]
+        ids = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        option_ids = [option_token_ids(self.tokenizer, o) for o in options]
         out: list[list[float] | None] = [None] * len(prompts)
-        for idx in self._batches(texts, self.batch_size):
-            enc = self._encode([texts[i] for i in idx])
-            t0 = time.time()
-            with torch.inference_mode():
-                # only the last position's logits: the LM head over every position would cost
-                # a fifth of the forward pass and a vocab-sized tensor per token
-                logits = self.model(**enc, logits_to_keep=1).logits[:, -1, :].float()
-            logp = torch.log_softmax(logits, dim=-1)
-            self.stats.seconds += time.time() - t0
-            self.stats.calls += len(idx)
-            self.stats.prompt_tokens += int(enc["attention_mask"].sum())
-            for j, i in enumerate(idx):
-                out[i] = [float(torch.logsumexp(logp[j, tok_ids], dim=0)) for tok_ids in ids]
+        singles = []
+        for plen, members in prefix_groups(ids, self.min_shared_prefix):
+            if plen and len(members) > 1:
+                for start in range(0, len(members), self.batch_size):
+                    part = members[start : start + self.batch_size]
+                    for i, row in zip(part, self._choose_shared(ids, part, plen), strict=True):
+                        out[i] = self._option_scores(row, option_ids)
+            else:
+                singles.extend(members)
+        for idx in self._batches([texts[i] for i in singles], self.batch_size):
+            part = [singles[j] for j in idx]
+            for i, row in zip(part, self._choose_plain([texts[i] for i in part]), strict=True):
+                out[i] = self._option_scores(row, option_ids)
         return out
+
+    def _option_scores(self, logp, option_ids: list[list[int]]) -> list[float]:
+        torch = self.torch
+        return [float(torch.logsumexp(logp[tok_ids], dim=0)) for tok_ids in option_ids]
+
+    def _choose_plain(self, texts: list[str]):
+        """Log-softmax of the next token after each text (left-padded batch)."""
+        torch = self.torch
+        enc = self._encode(texts)
+        t0 = time.time()
+        with torch.inference_mode():
+            # only the last position's logits: the LM head over every position would cost
+            # a fifth of the forward pass and a vocab-sized tensor per token
+            logits = self.model(**enc, logits_to_keep=1).logits[:, -1, :].float()
+        self.stats.seconds += time.time() - t0
+        self.stats.calls += len(texts)
+        self.stats.prompt_tokens += int(enc["attention_mask"].sum())
+        return torch.log_softmax(logits, dim=-1)
+
+    def _choose_shared(self, ids: list[list[int]], members: list[int], plen: int):
+        """Log-softmax of the next token for prompts sharing their first `plen` tokens."""
+        torch = self.torch
+        t0 = time.time()
+        suffixes = [ids[i][plen:] for i in members]
+        width = max(len(x) for x in suffixes)
+        inp = torch.full((len(members), width), self.tokenizer.pad_token_id)
+        mask = torch.zeros((len(members), plen + width), dtype=torch.long)
+        mask[:, :plen] = 1
+        for row, suffix in enumerate(suffixes):  # right-padded: positions stay contiguous
+            inp[row, : len(suffix)] = torch.tensor(suffix)
+            mask[row, plen : plen + len(suffix)] = 1
+        with torch.inference_mode():
+            prefix = torch.tensor([ids[members[0]][:plen]], device=self.device)
+            cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+            cache.batch_repeat_interleave(len(members))
+            logits = self.model(
+                input_ids=inp.to(self.device),
+                attention_mask=mask.to(self.device),
+                past_key_values=cache,
+                use_cache=True,
+            ).logits
+            last = torch.tensor([len(x) - 1 for x in suffixes], device=logits.device)
+            logp = torch.log_softmax(logits[torch.arange(len(members)), last].float(), dim=-1)
+        self.stats.seconds += time.time() - t0
+        self.stats.calls += len(members)
+        self.stats.prompt_tokens += plen + sum(len(x) for x in suffixes)
+        return logp
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def prefix_groups(ids: list[list[int]], min_prefix: int) -> list[tuple[int, list[int]]]:
+    """Indices grouped by a shared token prefix of at least `min_prefix` tokens, as
+    (prefix length, members); every member keeps at least one token after the prefix.
+    Prompts sharing nothing long enough come in groups of one with prefix length 0. Grouping is
+    greedy over the sorted prompts; a prompt that would halve a group's prefix starts a new one."""
+    order = sorted(range(len(ids)), key=lambda i: ids[i])
+    groups: list[tuple[int, list[int]]] = []
+    i = 0
+    while i < len(order):
+        head = ids[order[i]]
+        members, plen = [order[i]], len(head) - 1
+        j = i + 1
+        while j < len(order):
+            shared = min(plen, common_prefix(head, ids[order[j]]), len(ids[order[j]]) - 1)
+            # a newcomer may not cut the group's shared prefix by more than half
+            if shared < max(min_prefix, plen // 2):
+                break
+            plen = shared
+            members.append(order[j])
+            j += 1
+        groups.append((plen if len(members) > 1 else 0, members))
+        i = j
+    return groups
