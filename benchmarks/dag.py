@@ -49,8 +49,9 @@ def main() -> None:
     wd.mkdir(parents=True, exist_ok=True)
     for name in ["Snakefile", "config.yaml"]:
         shutil.copy(ROOT / name, wd / name)
-    shutil.rmtree(wd / "workflow", ignore_errors=True)
-    shutil.copytree(ROOT / "workflow", wd / "workflow")
+    for folder in ["workflow", "envs"]:
+        shutil.rmtree(wd / folder, ignore_errors=True)
+        shutil.copytree(ROOT / folder, wd / folder)
     shutil.rmtree(wd / "results", ignore_errors=True)
 
     cold = run(wd, args.cores)

@@ -22,6 +22,7 @@ def copy_workflow(dest: Path) -> Path:
     for name in ["Snakefile", "config.yaml"]:
         shutil.copy(ROOT / name, dest / name)
     shutil.copytree(ROOT / "workflow", dest / "workflow")
+    shutil.copytree(ROOT / "envs", dest / "envs")
     return dest
 
 

@@ -42,6 +42,7 @@ def copy_workflow(tmp_path: Path) -> Path:
     for name in ["Snakefile", "config.yaml"]:
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
+    shutil.copytree(ROOT / "envs", tmp_path / "envs")
     return tmp_path
 
 

@@ -15,6 +15,8 @@ rule eval_generate:
         f"{LOGS}/eval_generate/{{model}}.log",
     benchmark:
         f"{BENCH}/eval_generate/{{model}}.tsv"
+    wildcard_constraints:
+        model="|".join(m.replace("+", r"\+") for m in CHAT_EVAL_MODELS),
     conda:
         conda_env("chat_baseline", policy_backend=True)
         if CHAT

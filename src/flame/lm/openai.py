@@ -87,10 +87,29 @@ class OpenAILM(LM):
             )
         return self._post("/chat/completions", {"messages": prompt.as_messages(), **body})
 
-    def _map(self, fn, items):
-        log.info("openai: %d requests to %s (model %s)", len(items), self.base_url, self.model)
+    def plan(self, prompts: list[Prompt], sampling: Sampling) -> dict:
+        """What a call will cost, announced before it is made: requests, prompt tokens (estimated
+        at 4 characters a token) and the most completion tokens it can return."""
+        chars = sum(
+            len(p.text or "") + len(p.prefix) + sum(len(c) for _, c in p.messages or ())
+            for p in prompts
+        )
+        return {
+            "requests": len(prompts),
+            "prompt_tokens_estimate": chars // 4,
+            "max_completion_tokens": len(prompts) * sampling.n * sampling.max_new_tokens,
+        }
+
+    def _map(self, fn, prompts: list[Prompt], sampling: Sampling):
+        plan = self.plan(prompts, sampling)
+        log.info(
+            "openai: about to make %d requests to %s (model %s): ~%d prompt tokens, at most %d "
+            "completion tokens",
+            plan["requests"], self.base_url, self.model, plan["prompt_tokens_estimate"],
+            plan["max_completion_tokens"],
+        )  # fmt: skip
         with ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(fn, items))
+            return list(pool.map(fn, prompts))
 
     @staticmethod
     def _text(choice: dict) -> str:
@@ -110,7 +129,7 @@ class OpenAILM(LM):
             self._count(resp)
             return [truncate_at_stop(self._text(c), sampling.stop) for c in resp["choices"]]
 
-        out = self._map(one, prompts)
+        out = self._map(one, prompts, sampling)
         self.stats.seconds += time.time() - t0
         return out
 
@@ -132,7 +151,7 @@ class OpenAILM(LM):
                 None if i is None else [0.0 if j == i else -math.inf for j in range(len(options))]
             )
 
-        out = self._map(one, prompts)
+        out = self._map(one, prompts, sampling)
         self.stats.seconds += time.time() - t0
         return out
 

@@ -1,0 +1,75 @@
+"""Shared by the benchmark scripts: a knowledge base and test responses from real Wikipedia
+summaries (the embedded knowledge source)."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+from flame.factscore import split_sentences
+
+
+def knowledge_base(folder: Path | None):
+    """A built knowledge folder (built into a temp folder from the embedded source if None)."""
+    from flame.knowledge import KnowledgeBase, build
+
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="flame-kb-")) / "kb"
+        build("embedded", folder)
+    return KnowledgeBase.load(folder)
+
+
+def people_responses(kb, n: int, sentences: int = 3, min_chars: int = 400) -> list[dict]:
+    """Responses made of the first sentences of n people's summaries (their facts are true)."""
+    from flame.knowledge import wiki_summaries
+
+    people = [
+        s
+        for s in wiki_summaries()
+        if s.get("topic") == "People"
+        and len(s["extract"]) >= min_chars
+        and kb.has_topic(s["title"])
+    ]
+    people.sort(key=lambda s: s["title"])
+    step = max(1, len(people) // n)
+    items = []
+    for s in people[::step][:n]:
+        sents = split_sentences(s["extract"])[:sentences]
+        items.append({
+            "id": s["title"], "topic": s["title"], "prompt": f"Tell me a bio of {s['title']}.",
+            "response": " ".join(sents), "sentences": sents,
+        })  # fmt: skip
+    return items
+
+
+_YEAR = re.compile(r"\b(1[5-9]\d\d|20[0-2]\d)\b")
+_NATIONALITIES = [
+    "American",
+    "British",
+    "French",
+    "German",
+    "Italian",
+    "Russian",
+    "Spanish",
+    "Chinese",
+    "Japanese",
+    "Indian",
+    "English",
+    "Austrian",
+    "Dutch",
+    "Greek",
+]
+
+
+def corrupt(sentence: str, k: int) -> str | None:
+    """One factual change: a year shifted, or a nationality swapped (None if neither applies)."""
+    m = _YEAR.search(sentence)
+    if m:
+        year = int(m.group(1)) + (7 + k % 23) * (1 if k % 2 else -1)
+        return sentence[: m.start()] + str(year) + sentence[m.end() :]
+    for i, nat in enumerate(_NATIONALITIES):
+        if re.search(rf"\b{nat}\b", sentence):
+            other = _NATIONALITIES[(i + 1 + k % 5) % len(_NATIONALITIES)]
+            return re.sub(rf"\b{nat}\b", other, sentence, count=1)
+    return None
