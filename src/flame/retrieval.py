@@ -8,8 +8,9 @@ Tokenisation: lowercase, words of 2+ word characters (scikit-learn's pattern), E
 removed (bm25s' STOPWORDS_EN_PLUS list), no stemming. Scores are BM25 (Lucene variant, k1=1.5,
 b=0.75). Results are ranked by score, ties broken by the lower index, so rankings are stable.
 
-Retrievers are registered by name (``RETRIEVERS``; ``get_retriever(name)``): a dense retriever
-plugs in by implementing the same four calls (build/search/save/load) and registering itself.
+Retrievers are registered by name (``RETRIEVERS``; ``get_retriever(name)``): "bm25" here and
+"dense" (flame.dense.DenseIndex: sentence embeddings + FAISS), which implement the same four
+calls (build/search/save/load).
 
 Example:
     python -c "from flame.retrieval import BM25Index; \
@@ -129,12 +130,20 @@ class BM25Index:
         return cls(model, ids)
 
 
-RETRIEVERS: dict[str, type] = {"bm25": BM25Index}
+# name -> class, or "module:Class" imported on first use (the dense retriever's dependencies
+# are an optional extra: listing it must not import them)
+RETRIEVERS: dict[str, type | str] = {"bm25": BM25Index, "dense": "flame.dense:DenseIndex"}
 
 
 def get_retriever(name: str) -> type:
     """The retriever class registered under ``name``."""
     try:
-        return RETRIEVERS[name]
+        entry = RETRIEVERS[name]
     except KeyError:
         raise ValueError(f"unknown retriever {name!r} (known: {', '.join(RETRIEVERS)})") from None
+    if isinstance(entry, str):
+        import importlib
+
+        module, _, attr = entry.partition(":")
+        entry = RETRIEVERS[name] = getattr(importlib.import_module(module), attr)
+    return entry

@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-fixed", type=int, default=7)
     ap.add_argument("--n-bm25", type=int, default=1)
     ap.add_argument("--max-fact-tokens", type=int, default=128, help="decomposition length cap")
-    ap.add_argument("--cache")
+    ap.add_argument("--reranker", help="cross-encoder folder or hub id that re-ranks passages")
+    ap.add_argument("--candidates", type=int, default=20, help="first-stage passages to re-rank")
+    ap.add_argument("--cache", help="SQLite cache of LM calls and retrievals")
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
     setup_logging()
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
             n_bm25=args.n_bm25,
             passage_chars=args.passage_chars,
             max_fact_tokens=args.max_fact_tokens,
+            reranker=args.reranker,
+            candidates=args.candidates,
+            cache=args.cache,
         )
         results = scorer.score(items)
     by_id = {r["id"]: r for r in results}

@@ -15,6 +15,8 @@ Example:
         --verifier results/models/base/smollm2 --knowledge results/knowledge/embedded \
         --out facts.jsonl --summary summary.json --retrieval topic --k 5 --gamma 10 \
         --cache results/cache/lm.sqlite
+    (dense first stage + re-ranking: --knowledge results/knowledge/embedded-dense \
+        --reranker cross-encoder/ms-marco-MiniLM-L6-v2 --candidates 20 --k 10)
 """
 
 from __future__ import annotations
@@ -98,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-fact-tokens", type=int, default=128, help="decomposer output limit")
     ap.add_argument("--demos", type=Path, help="JSONL of {sentence, facts} demos")
     ap.add_argument("--no-abstention", action="store_true", help="do not detect abstentions")
-    ap.add_argument("--cache", type=Path, help="SQLite LM call cache")
+    ap.add_argument("--reranker", help="cross-encoder folder or hub id that re-ranks passages")
+    ap.add_argument("--candidates", type=int, default=20, help="first-stage passages to re-rank")
+    ap.add_argument("--cache", type=Path, help="SQLite cache of LM calls and retrievals")
     ap.add_argument("--threads", type=int, help="CPU threads for local models")
     return ap
 
@@ -126,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
         n_fixed=args.n_fixed, n_bm25=args.n_bm25, passage_chars=args.passage_chars,
         detect_abstention=not args.no_abstention,
         demos=load_demos(args.demos) if args.demos else None,
-        max_fact_tokens=args.max_fact_tokens,
+        max_fact_tokens=args.max_fact_tokens, reranker=args.reranker,
+        candidates=args.candidates, cache=args.cache,
     )  # fmt: skip
     results = scorer.score(items)
     for it, res in zip(items, results, strict=True):

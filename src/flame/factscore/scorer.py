@@ -11,6 +11,13 @@ fact (one batched choose call). Retrieval modes:
   open   FLAME: the instruction is the query over the whole corpus, top k once per response;
          every fact of the response is checked against those passages.
 
+The ranking is the knowledge folder's retriever (BM25, or dense: flame.dense). With a
+``reranker`` (a cross-encoder folder or hub id) the first stage fetches ``candidates`` passages
+(FLAME: 20) and the cross-encoder keeps the best k (FLAME: 10). With a ``cache`` (a flame.cache
+Cache or SQLite path; namespace "retrieval") the ranked passage positions and scores are stored,
+keyed by the knowledge folder's meta.json hash, retriever, reranker, topic, query and k: a re-run
+does no retrieval work. All searches of one ``score`` call are batched per topic.
+
 Score of a response = supported / facts (None with 0 facts or when abstained). ``aggregate``
 gives FActScore's summary: the mean over responding items with facts, without and with the
 length penalty exp(1 - gamma / #facts) for #facts < gamma (gamma=10 in FActScore, 0 in FLAME).
@@ -26,10 +33,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import Counter
 from statistics import mean
 from typing import TYPE_CHECKING
 
+from flame.cache import Cache, make_key
 from flame.factscore.decompose import DemoSelector, decompose, load_demos
 from flame.factscore.sentences import split_sentences
 from flame.factscore.verify import build_verify_prompt, verify
@@ -80,6 +89,9 @@ class FactScorer:
         detect_abstention: bool = True,
         demos: list[dict] | None = None,
         max_fact_tokens: int = 128,
+        reranker=None,
+        candidates: int = 20,
+        cache: Cache | str | None = None,
     ):
         if unit not in ("atomic", "sentence"):
             raise ValueError(f"unknown unit {unit!r} (atomic or sentence)")
@@ -91,6 +103,19 @@ class FactScorer:
         self.unit, self.retrieval, self.k = unit, retrieval, k
         self.passage_chars, self.detect_abstention = passage_chars, detect_abstention
         self.max_fact_tokens = max_fact_tokens
+        if isinstance(reranker, str):
+            from flame.dense import Reranker
+
+            reranker = Reranker(reranker)
+        if reranker is not None and candidates < k:
+            raise ValueError(f"candidates ({candidates}) must be >= k ({k}) to re-rank")
+        self.reranker, self.candidates = reranker, candidates
+        if isinstance(cache, (str, os.PathLike)):
+            cache = Cache(cache, namespace="retrieval")
+        if cache is not None and not getattr(kb, "identity", ""):
+            raise ValueError("a retrieval cache needs a KnowledgeBase loaded from its folder")
+        self.cache = cache
+        self._key_base = None
         self.selector = None
         if unit == "atomic":
             self.selector = DemoSelector(demos or load_demos(), n_fixed, n_bm25)
@@ -105,9 +130,53 @@ class FactScorer:
         return {"id": item.get("id", i), "prompt": prompt, "topic": item.get("topic") or None,
                 "response": response}  # fmt: skip
 
+    def _key(self, topic: str | None, query: str) -> str:
+        if self._key_base is None:
+            rr = self.reranker
+            self._key_base = (self.kb.identity, self.kb.retriever,
+                              rr and rr.fingerprint, rr and self.candidates)  # fmt: skip
+        return make_key("retrieval", *self._key_base, topic and topic.lower(), query, self.k)
+
+    def retrieve(self, requests: list[tuple[str | None, str]]) -> list[list[dict]]:
+        """Passages (best first) for each (topic, query): topic None = open search over the
+        whole corpus, else that page's passages. Cached and re-ranked as the scorer says."""
+        c = self.counts
+        keys = [self._key(t, q) if self.cache is not None else "" for t, q in requests]
+        found = self.cache.get_many(keys) if self.cache is not None else {}
+        todo: dict[str | None, dict[str, str]] = {}  # topic -> query -> key
+        for (topic, query), key in zip(requests, keys, strict=True):
+            if not (self.cache is not None and key in found):
+                todo.setdefault(topic, {})[query] = key
+        first = self.candidates if self.reranker else self.k
+        fresh: dict = {}
+        ranked: dict[tuple, list] = {}
+        for topic, by_query in todo.items():
+            queries = list(by_query)
+            if topic is None:
+                hits = self.kb.search_many(queries, first)
+            else:
+                hits = self.kb.search_topic(topic, queries, first)
+            if self.reranker is not None:
+                hits = self.reranker.rerank(queries, hits, self.k)
+            for query, hs in zip(queries, hits, strict=True):
+                ranked[topic, query] = pairs = [[h["id"], h["score"]] for h in hs]
+                if self.cache is not None:
+                    fresh[by_query[query]] = pairs
+        c["retrieval_searches"] += sum(len(by_query) for by_query in todo.values())
+        if fresh:
+            self.cache.put_many(fresh)
+        c["retrieval_cache_hits"] += len(found)
+        out = []
+        for (topic, query), key in zip(requests, keys, strict=True):
+            pairs = found[key] if key in found else ranked[topic, query]
+            out.append([{**self.kb.passages[i], "score": s} for i, s in pairs])
+        return out
+
     def _passages(self, items: list[dict], facts: list[list[tuple[str, str]]]) -> list[list]:
         """For each item, for each fact, the retrieved passages (best first)."""
         out: list[list] = [[] for _ in items]
+        requests: list[tuple[str | None, str]] = []
+        owners: list[tuple[int, int]] = []  # (item, how many facts share the request)
         for n, (it, fs) in enumerate(zip(items, facts, strict=True)):
             if not fs:
                 continue
@@ -115,15 +184,17 @@ class FactScorer:
                 query = it["prompt"] or it["topic"]
                 if not query:
                     raise ValueError(f"item {it['id']}: open retrieval needs a prompt")
-                out[n] = [self.kb.search(query, self.k)] * len(fs)
+                requests.append((None, query))
+                owners.append((n, len(fs)))
                 continue
             topic = it["topic"] or ""
-            queries = [f"{topic} {fact}".strip() for _, fact in fs]
-            if self.kb.has_topic(topic):
-                out[n] = self.kb.search_topic(topic, queries, self.k)
-            else:
-                self.counts["unknown_topic_items"] += 1
-                out[n] = self.kb.search_many(queries, self.k)
+            known = self.kb.has_topic(topic)
+            self.counts["unknown_topic_items"] += not known
+            for _, fact in fs:
+                requests.append((topic if known else None, f"{topic} {fact}".strip()))
+                owners.append((n, 1))
+        for (n, copies), hits in zip(owners, self.retrieve(requests), strict=True):
+            out[n].extend([hits] * copies)
         return out
 
     def score(self, items: list[dict]) -> list[dict]:
