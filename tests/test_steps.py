@@ -158,3 +158,51 @@ def test_tables_render(tmp_path):
     assert "SFT,4.0,100.0" in t8 and not any(
         math.isnan(float(x)) for x in t8.splitlines()[1].split(",")[1:3]
     )
+
+
+def test_expected_score_distribution():
+    from flame.rm_if import expected_score, score_distribution
+
+    dist = score_distribution(
+        [math.log(0.1), -math.inf, -math.inf, -math.inf, -math.inf, math.log(0.3)]
+    )
+    assert dist[0] == pytest.approx(0.25) and dist[5] == pytest.approx(0.75)
+    assert expected_score(dist) == pytest.approx(3.75)
+    assert score_distribution(None) is None and expected_score(None) is None
+    assert score_distribution([-math.inf] * 6) is None
+
+
+def test_rm_if_cli_both_modes(tiny_model, tmp_path):
+    from flame import rm_if
+
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(
+        json.dumps({"id": "a", "instruction": "Say hi.", "responses": ["hi", "hello there"]}) + "\n"
+    )
+    for mode in ("expected", "sample"):
+        out = tmp_path / f"{mode}.jsonl"
+        rm_if.main(
+            [
+                "--judge",
+                str(tiny_model),
+                "--samples",
+                str(samples),
+                "--out",
+                str(out),
+                "--mode",
+                mode,
+                "--r",
+                "2",
+                "--max-new-tokens",
+                "2",
+                "--prefix",
+                "Score:",
+            ]
+        )
+        (rec,) = [json.loads(line) for line in out.read_text().splitlines()]
+        assert len(rec["scores"]) == 2 and len(rec["judgments"]) == 2
+        if mode == "expected":
+            assert all(0 <= s <= 5 for s in rec["scores"])
+            assert sum(rec["judgments"][0]) == pytest.approx(1.0)
+        else:
+            assert all(len(j) == 2 for j in rec["judgments"])
