@@ -227,3 +227,18 @@ def winrate_args(wc):
     base, models = WINRATE[wc.table]
     named = " ".join(f"'{m}={R}/eval/{m}/alpaca.jsonl'" for m in models)
     return f"--baseline '{base}={R}/eval/{base}/alpaca.jsonl' --models {named}"
+
+
+def knowledge_args():
+    k = config["knowledge"]
+    args = f"--retriever {k.get('retriever', 'bm25')}"
+    if k.get("dense_model"):
+        args += f" --dense-model {k['dense_model']}"
+    return args
+
+
+def rerank_args(section):
+    c = config[section]
+    if not c.get("reranker"):
+        return ""
+    return f"--reranker {c['reranker']} --candidates {c.get('candidates', 20)}"

@@ -17,6 +17,7 @@ rule build_knowledge:
         py=PY,
         source=config["knowledge"]["source"],
         max_tokens=config["knowledge"]["max_passage_tokens"],
+        retriever=knowledge_args(),
     shell:
         "{params.py} -m flame.knowledge build --source {params.source:q} --out {output}"
-        " --max-passage-tokens {params.max_tokens} > {log} 2>&1"
+        " --max-passage-tokens {params.max_tokens} {params.retriever} > {log} 2>&1"
