@@ -21,7 +21,8 @@ import logging
 import statistics
 from pathlib import Path
 
-from flame.io import json_arg, read_jsonl, setup_logging, write_json, write_jsonl
+from flame.factscore.options import add_scorer_args, build_scorer, load_models
+from flame.io import read_jsonl, setup_logging, write_json, write_jsonl
 
 log = logging.getLogger("flame.evaluate")
 
@@ -42,35 +43,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--sets", nargs="+", required=True, type=parse_set)
     ap.add_argument("--only-fact-based", nargs="*", default=[], help="set names to filter")
-    ap.add_argument("--knowledge", required=True)
-    ap.add_argument("--decomposer", required=True, type=json_arg)
-    ap.add_argument("--verifier", required=True, type=json_arg)
     ap.add_argument("--out", required=True, help="JSON: per-set summary")
     ap.add_argument("--facts-dir", required=True, help="per-fact JSONL per set")
-    ap.add_argument("--unit", choices=("atomic", "sentence"), default="atomic")
-    ap.add_argument("--k", type=int, default=5)
-    ap.add_argument("--passage-chars", type=int, default=1000)
-    ap.add_argument("--n-fixed", type=int, default=7)
-    ap.add_argument("--n-bm25", type=int, default=1)
-    ap.add_argument("--max-fact-tokens", type=int, default=128, help="decomposition length cap")
     ap.add_argument("--gamma", type=float, default=0.0, help="length penalty (FLAME: 0)")
-    ap.add_argument("--reranker", help="cross-encoder folder or hub id that re-ranks passages")
-    ap.add_argument("--candidates", type=int, default=20, help="first-stage passages to re-rank")
-    ap.add_argument("--cache", help="SQLite cache of LM calls and retrievals")
-    ap.add_argument("--threads", type=int)
+    add_scorer_args(ap, retrieval="open", k=5)
     args = ap.parse_args(argv)
     setup_logging()
     from flame.cache import Cache
     from flame.dense import Reranker
-    from flame.factscore import FactScorer, aggregate
+    from flame.factscore import aggregate
     from flame.knowledge import KnowledgeBase
-    from flame.lm import load_lm, parse_spec
 
-    decomposer = load_lm(args.decomposer, cache=args.cache, threads=args.threads)
-    same = parse_spec(args.decomposer) == parse_spec(args.verifier)
-    verifier = (
-        decomposer if same else load_lm(args.verifier, cache=args.cache, threads=args.threads)
-    )
+    decomposer, verifier = load_models(args)
     kb = KnowledgeBase.load(args.knowledge)
     retrieval_cache = Cache(args.cache, namespace="retrieval") if args.cache else None
     reranker = Reranker(args.reranker) if args.reranker else None  # one model for all modes
@@ -92,20 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     results_of: dict[str, dict] = {}
     for mode in dict.fromkeys(m for _, _, m in args.sets):
         items = [i for name, _, m in args.sets if m == mode for i in items_of[name]]
-        scorer = FactScorer(
-            decomposer,
-            verifier,
-            kb,
-            unit=args.unit,
-            retrieval=mode,
-            k=args.k,
-            n_fixed=args.n_fixed,
-            n_bm25=args.n_bm25,
-            passage_chars=args.passage_chars,
-            max_fact_tokens=args.max_fact_tokens,
-            reranker=reranker,
-            candidates=args.candidates,
-            cache=retrieval_cache,
+        scorer = build_scorer(
+            args, decomposer, verifier, kb, retrieval=mode, reranker=reranker, cache=retrieval_cache
         )
         results_of.update((r["id"], r) for r in (scorer.score(items) if items else []))
     summary = {}

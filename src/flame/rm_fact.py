@@ -19,7 +19,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from flame.io import json_arg, read_jsonl, setup_logging, write_jsonl
+from flame.factscore.options import add_scorer_args, build_scorer, load_models
+from flame.io import read_jsonl, setup_logging, write_jsonl
 
 log = logging.getLogger("flame.rm_fact")
 
@@ -31,27 +32,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--samples", required=True, help="JSONL {id, instruction, responses, fact_based}"
     )
-    ap.add_argument("--knowledge", required=True, help="built knowledge folder")
-    ap.add_argument("--decomposer", required=True, type=json_arg)
-    ap.add_argument("--verifier", required=True, type=json_arg)
     ap.add_argument("--out", required=True)
     ap.add_argument("--facts", required=True, help="per-fact records (JSONL)")
-    ap.add_argument("--unit", choices=("atomic", "sentence"), default="atomic")
-    ap.add_argument("--retrieval", choices=("open", "topic"), default="open")
-    ap.add_argument("--k", type=int, default=10, help="passages per verification")
-    ap.add_argument("--passage-chars", type=int, default=1000)
-    ap.add_argument("--n-fixed", type=int, default=7)
-    ap.add_argument("--n-bm25", type=int, default=1)
-    ap.add_argument("--max-fact-tokens", type=int, default=128, help="decomposition length cap")
-    ap.add_argument("--reranker", help="cross-encoder folder or hub id that re-ranks passages")
-    ap.add_argument("--candidates", type=int, default=20, help="first-stage passages to re-rank")
-    ap.add_argument("--cache", help="SQLite cache of LM calls and retrievals")
-    ap.add_argument("--threads", type=int)
+    add_scorer_args(ap, retrieval="open", k=10)
     args = ap.parse_args(argv)
     setup_logging()
-    from flame.factscore import FactScorer
     from flame.knowledge import KnowledgeBase
-    from flame.lm import load_lm, parse_spec
 
     samples = [
         s
@@ -66,26 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     log.info("%d fact-based prompts, %d responses to score", len(samples), len(items))
     results = []
     if items:
-        decomposer = load_lm(args.decomposer, cache=args.cache, threads=args.threads)
-        same = parse_spec(args.decomposer) == parse_spec(args.verifier)
-        verifier = (
-            decomposer if same else load_lm(args.verifier, cache=args.cache, threads=args.threads)
-        )
-        scorer = FactScorer(
-            decomposer,
-            verifier,
-            KnowledgeBase.load(args.knowledge),
-            unit=args.unit,
-            retrieval=args.retrieval,
-            k=args.k,
-            n_fixed=args.n_fixed,
-            n_bm25=args.n_bm25,
-            passage_chars=args.passage_chars,
-            max_fact_tokens=args.max_fact_tokens,
-            reranker=args.reranker,
-            candidates=args.candidates,
-            cache=args.cache,
-        )
+        decomposer, verifier = load_models(args)
+        scorer = build_scorer(args, decomposer, verifier, KnowledgeBase.load(args.knowledge))
         results = scorer.score(items)
     by_id = {r["id"]: r for r in results}
     records = []

@@ -25,6 +25,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from flame.factscore.options import add_scorer_args, build_scorer, load_models
 from flame.io import RecordError, read_jsonl, setup_logging, write_json, write_jsonl
 
 log = logging.getLogger("flame.factscore")
@@ -85,25 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m flame.factscore", description=__doc__.split("\n")[0]
     )
     ap.add_argument("--input", required=True, type=Path, help="JSONL of generations")
-    ap.add_argument("--decomposer", help="model spec (JSON or folder/hub id); needed for atomic")
-    ap.add_argument("--verifier", required=True, help="model spec (JSON or folder/hub id)")
-    ap.add_argument("--knowledge", required=True, help="folder built by flame.knowledge build")
     ap.add_argument("--out", required=True, type=Path, help="per-response results (JSONL)")
     ap.add_argument("--summary", required=True, type=Path, help="aggregate scores (JSON)")
-    ap.add_argument("--unit", choices=("atomic", "sentence"), default="atomic")
-    ap.add_argument("--retrieval", choices=("topic", "open"), default="topic")
-    ap.add_argument("--k", type=int, default=5, help="passages per fact (5 FActScore, 10 FLAME)")
     ap.add_argument("--gamma", type=float, default=10, help="length penalty; 0 disables (FLAME)")
-    ap.add_argument("--passage-chars", type=int, default=1000, help="truncate passages to this")
-    ap.add_argument("--n-fixed", type=int, default=7, help="fixed decomposition demos")
-    ap.add_argument("--n-bm25", type=int, default=1, help="demos picked by BM25 per sentence")
-    ap.add_argument("--max-fact-tokens", type=int, default=128, help="decomposer output limit")
     ap.add_argument("--demos", type=Path, help="JSONL of {sentence, facts} demos")
     ap.add_argument("--no-abstention", action="store_true", help="do not detect abstentions")
-    ap.add_argument("--reranker", help="cross-encoder folder or hub id that re-ranks passages")
-    ap.add_argument("--candidates", type=int, default=20, help="first-stage passages to re-rank")
-    ap.add_argument("--cache", type=Path, help="SQLite cache of LM calls and retrievals")
-    ap.add_argument("--threads", type=int, help="CPU threads for local models")
+    add_scorer_args(ap, retrieval="topic", k=5)
     return ap
 
 
@@ -111,28 +99,16 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     setup_logging()
     logging.getLogger("bm25s").setLevel(logging.WARNING)
-    from flame.cache import Cache
-    from flame.factscore import FactScorer, aggregate, load_demos
-    from flame.lm import load_lm, parse_spec
+    from flame.factscore import aggregate, load_demos
 
-    if args.unit == "atomic" and not args.decomposer:
-        raise SystemExit("--unit atomic needs --decomposer")
     items, counts = read_items(args.input)
     kb = load_knowledge(args.knowledge)
-    cache = Cache(args.cache, namespace="lm") if args.cache else None
-    verifier = load_lm(args.verifier, cache=cache, threads=args.threads)
-    decomposer = None
-    if args.unit == "atomic":
-        same = parse_spec(args.decomposer) == parse_spec(args.verifier)
-        decomposer = verifier if same else load_lm(args.decomposer, cache, args.threads)
-    scorer = FactScorer(
-        decomposer, verifier, kb, unit=args.unit, retrieval=args.retrieval, k=args.k,
-        n_fixed=args.n_fixed, n_bm25=args.n_bm25, passage_chars=args.passage_chars,
-        detect_abstention=not args.no_abstention,
+    decomposer, verifier = load_models(args)
+    scorer = build_scorer(
+        args, decomposer, verifier, kb, detect_abstention=not args.no_abstention,
         demos=load_demos(args.demos) if args.demos else None,
-        max_fact_tokens=args.max_fact_tokens, reranker=args.reranker,
-        candidates=args.candidates, cache=args.cache,
     )  # fmt: skip
+    cache = getattr(verifier, "cache", None)
     results = scorer.score(items)
     for it, res in zip(items, results, strict=True):
         if "sample" in it:
