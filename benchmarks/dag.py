@@ -49,7 +49,7 @@ def main() -> None:
     wd.mkdir(parents=True, exist_ok=True)
     for name in ["Snakefile", "config.yaml"]:
         shutil.copy(ROOT / name, wd / name)
-    for folder in ["workflow", "envs"]:
+    for folder in ["workflow", "envs", "profiles"]:
         shutil.rmtree(wd / folder, ignore_errors=True)
         shutil.copytree(ROOT / folder, wd / folder)
     shutil.rmtree(wd / "results", ignore_errors=True)

@@ -43,6 +43,7 @@ def copy_workflow(tmp_path: Path) -> Path:
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
     shutil.copytree(ROOT / "envs", tmp_path / "envs")
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
     return tmp_path
 
 
