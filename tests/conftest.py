@@ -4,6 +4,7 @@ chat template), so tests exercise real tokenisation and generation code paths in
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,13 @@ def build_tiny_model(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
 def tiny_model(tmp_path_factory, tokenizer_dir) -> Path:
     """A random 2-layer Llama (~1.6M params) saved as a normal checkpoint folder."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), tokenizer_dir)
+
+
+@pytest.fixture
+def workflow_dir(tmp_path) -> Path:
+    """A copy of the workflow (Snakefile, config, rules, envs, profiles) to run Snakemake in."""
+    for name in ["Snakefile", "config.yaml"]:
+        shutil.copy(ROOT / name, tmp_path / name)
+    for folder in ["workflow", "envs", "profiles"]:
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    return tmp_path

@@ -5,7 +5,6 @@ import csv
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,16 +15,17 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+TABLE3_ROWS = [
+    "Chat",
+    "SFT",
+    "SFT+DPO",
+    "SFT+DPO_fact",
+    "SFT+DPO_FLAME",
+    "SFT_FLAME",
+    "SFT_FLAME+DPO",
+    "SFT_FLAME+DPO_FLAME",
+]
 TABLES = ["table2_sft", "table3_dpo", "table8_length", "table11_pairs"]
-
-
-def copy_workflow(dest: Path) -> Path:
-    for name in ["Snakefile", "config.yaml"]:
-        shutil.copy(ROOT / name, dest / name)
-    shutil.copytree(ROOT / "workflow", dest / "workflow")
-    shutil.copytree(ROOT / "envs", dest / "envs")
-    shutil.copytree(ROOT / "profiles", dest / "profiles")
-    return dest
 
 
 def snakemake(wd: Path, *args: str, timeout: int = 3000) -> subprocess.CompletedProcess:
@@ -120,8 +120,8 @@ def check_tables(results: Path, table3_rows: list[str], strict: bool) -> None:
 
 
 @pytest.mark.slow
-def test_tiny_model_whole_dag_with_kill_and_resume(tmp_path, tiny_model):
-    wd = copy_workflow(tmp_path)
+def test_tiny_model_whole_dag_with_kill_and_resume(workflow_dir, tiny_model):
+    wd = workflow_dir
     (wd / "config.yaml").write_text(yaml.safe_dump(tiny_config(tiny_model)))
     # start the run and interrupt it (Ctrl-C / Slurm's SIGTERM) while SFT models are trained
     proc = subprocess.Popen(
@@ -144,16 +144,7 @@ def test_tiny_model_whole_dag_with_kill_and_resume(tmp_path, tiny_model):
     results = wd / "results"
     check_tables(
         results,
-        [
-            "Chat",
-            "SFT",
-            "SFT+DPO",
-            "SFT+DPO_fact",
-            "SFT+DPO_FLAME",
-            "SFT_FLAME",
-            "SFT_FLAME+DPO",
-            "SFT_FLAME+DPO_FLAME",
-        ],
+        TABLE3_ROWS,
         strict=False,
     )
     leftovers = [p for p in results.rglob("*") if p.name.endswith((".tmp", ".ckpt"))]
@@ -180,23 +171,14 @@ def test_tiny_model_whole_dag_with_kill_and_resume(tmp_path, tiny_model):
 
 
 @pytest.mark.embedded
-def test_embedded_default_end_to_end(tmp_path):
+def test_embedded_default_end_to_end(workflow_dir):
     """The real embedded default, exactly as `make demo` runs it."""
-    wd = copy_workflow(tmp_path)
+    wd = workflow_dir
     res = snakemake(wd, "--cores", "2", timeout=3600)
     assert res.returncode == 0, res.stderr[-4000:]
     check_tables(
         wd / "results",
-        [
-            "Chat",
-            "SFT",
-            "SFT+DPO",
-            "SFT+DPO_fact",
-            "SFT+DPO_FLAME",
-            "SFT_FLAME",
-            "SFT_FLAME+DPO",
-            "SFT_FLAME+DPO_FLAME",
-        ],
+        TABLE3_ROWS,
         strict=True,
     )
     report = yaml.safe_load((wd / "results/classified/report.json").read_text())

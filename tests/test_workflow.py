@@ -1,7 +1,6 @@
 """The workflow's shape: config validation, dry runs, lint, CLIs, environments."""
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,17 +37,8 @@ def snakemake(*args, cwd=ROOT, timeout=120):
     )
 
 
-def copy_workflow(tmp_path: Path) -> Path:
-    for name in ["Snakefile", "config.yaml"]:
-        shutil.copy(ROOT / name, tmp_path / name)
-    shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
-    shutil.copytree(ROOT / "envs", tmp_path / "envs")
-    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
-    return tmp_path
-
-
-def test_dry_run_plans_every_stage(tmp_path):
-    wd = copy_workflow(tmp_path)
+def test_dry_run_plans_every_stage(workflow_dir):
+    wd = workflow_dir
     res = snakemake("-n", "--cores", "2", cwd=wd)
     assert res.returncode == 0, res.stderr
     for rule in [
@@ -86,8 +76,8 @@ def test_dry_run_plans_every_stage(tmp_path):
         (lambda c: c["rm_fact"].update(unit="paragraph"), "paragraph"),
     ],
 )
-def test_bad_config_fails_before_any_job(tmp_path, edit, message):
-    wd = copy_workflow(tmp_path)
+def test_bad_config_fails_before_any_job(workflow_dir, edit, message):
+    wd = workflow_dir
     cfg = yaml.safe_load((wd / "config.yaml").read_text())
     edit(cfg)
     (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -97,8 +87,8 @@ def test_bad_config_fails_before_any_job(tmp_path, edit, message):
     assert not (wd / "results").exists()
 
 
-def test_paper_config_and_slurm_profile_plan_every_job(tmp_path):
-    wd = copy_workflow(tmp_path)
+def test_paper_config_and_slurm_profile_plan_every_job(workflow_dir):
+    wd = workflow_dir
     res = snakemake(
         "-n",
         "--configfile",
@@ -114,8 +104,8 @@ def test_paper_config_and_slurm_profile_plan_every_job(tmp_path):
     assert "prepare_model" not in res.stdout  # hub models need no conversion
 
 
-def test_lint_is_clean(tmp_path):
-    wd = copy_workflow(tmp_path)
+def test_lint_is_clean(workflow_dir):
+    wd = workflow_dir
     res = snakemake("--lint", cwd=wd)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Lints for" not in res.stdout
