@@ -109,3 +109,27 @@ def test_shared_prefix_generate_matches_plain(tiny_model):
     lm.min_shared_prefix = 10**6
     assert lm.generate(prompts, greedy) == shared
     assert all(len(o) == 2 and o[0] == o[1] for o in shared)  # greedy: samples agree
+
+
+def test_int8_quantization_has_its_own_fingerprint_and_close_scores(tiny_model):
+    plain = load_lm({"source": str(tiny_model)})
+    q = load_lm({"source": str(tiny_model), "quantize": "int8"})
+    assert q.fingerprint == plain.fingerprint + "+int8"  # cached fp32 answers are not reused
+    assert "DynamicQuantizedLinear" in repr(q.model.model.layers[0].mlp.up_proj)
+    prompts = [Prompt(text=f"Input: fact {i} True or False?\nOutput:") for i in range(3)]
+    opts = ["True", "False"]
+    for a, b in zip(q.choose(prompts, opts), plain.choose(prompts, opts), strict=True):
+        assert a == pytest.approx(b, abs=0.5)
+    with pytest.raises(ValueError, match="quantize"):
+        load_lm({"source": str(tiny_model), "quantize": "int4"})
+
+
+def test_n_samples_prefill_each_prompt_once_and_match_single_greedy(tiny_model):
+    lm = load_lm({"source": str(tiny_model), "min_shared_prefix": 10**6, "batch_size": 8})
+    texts = ["Question: hi?\nAnswer:", "A much longer prompt here, yes:", "x"]
+    prompts = [Prompt(text=t) for t in texts]
+    one = lm.generate(prompts, Sampling(max_new_tokens=6, temperature=0.0, n=1))
+    two = lm.generate(prompts, Sampling(max_new_tokens=6, temperature=0.0, n=2))
+    assert two == [[o[0], o[0]] for o in one]
+    sampled = lm.generate(prompts, Sampling(max_new_tokens=6, temperature=1.0, n=3, seed=1))
+    assert all(len(o) == 3 for o in sampled)

@@ -47,6 +47,21 @@ def resolve_dtype(name: str, device: str):
     return getattr(torch, name)
 
 
+def quantize_int8(model, device: str):
+    """Dynamic int8 quantization of every Linear layer (weights int8, activations quantized per
+    batch): ~1.5-2x faster CPU inference for small models, at a small cost in accuracy. CPU only."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    if device != "cpu":
+        raise ValueError("model spec key 'quantize: int8' is for CPU inference (device cpu)")
+    with warnings.catch_warnings():  # torch's notice that quantized tensors are deprecated
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 def render(tokenizer, prompt: Prompt) -> str:
     """The exact text the model sees: raw text, or the chat template plus the assistant prefill."""
     if prompt.messages is None:
@@ -97,7 +112,16 @@ class TransformersLM(LM):
         self.model = AutoModelForCausalLM.from_pretrained(self.source, dtype=dtype, **kw)
         self.model.to(device).eval()
         self.fingerprint = "hf:" + model_fingerprint(self.source, spec.get("revision"))
-        log.info("loaded %s (%s, %s) in %.1fs", self.source, device, dtype, time.time() - t0)
+        quantize = spec.get("quantize", "none")
+        if quantize == "int8":
+            self.model = quantize_int8(self.model, device)
+            self.fingerprint += "+int8"  # other outputs: cached calls must not be shared
+        elif quantize != "none":
+            raise ValueError(f"model spec key 'quantize': unknown value {quantize!r} (none, int8)")
+        log.info(
+            "loaded %s (%s, %s, quantize %s) in %.1fs",
+            self.source, device, dtype, quantize, time.time() - t0,
+        )  # fmt: skip
 
     def _batches(self, texts: list[str], size: int):
         """Indices grouped into batches of similar length (longest first)."""
@@ -165,6 +189,17 @@ class TransformersLM(LM):
                 cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
                 kw["past_key_values"] = cache.past_key_values
                 kw["past_key_values"].batch_repeat_interleave(len(rows))
+            elif n > 1 and width > 1:
+                # n samples of one prompt: prefill each prompt once (all but its last token,
+                # position ids following the mask as generate's do), then repeat the cache
+                one, m1 = inp[::n, :-1], mask[::n, :-1]
+                pos = (m1.cumsum(-1) - 1).clamp(min=0)
+                cache = self.model(
+                    input_ids=one, attention_mask=m1, position_ids=pos, use_cache=True,
+                    logits_to_keep=1,
+                ).past_key_values  # fmt: skip
+                cache.batch_repeat_interleave(n)
+                kw["past_key_values"] = cache
             torch.manual_seed(seed)
             gen = self.model.generate(
                 input_ids=inp,
@@ -232,7 +267,9 @@ class TransformersLM(LM):
         return torch.log_softmax(logits, dim=-1)
 
     def _choose_shared(self, ids: list[list[int]], members: list[int], plen: int):
-        """Log-softmax of the next token for prompts sharing their first `plen` tokens."""
+        """Log-softmax of the next token for prompts sharing their first `plen` tokens. Rows are
+        [shared prefix][left padding][suffix], so every row ends at the last position and the LM
+        head runs once per row; the mask hides the padding and position ids skip it."""
         torch = self.torch
         t0 = time.time()
         suffixes = [ids[i][plen:] for i in members]
@@ -240,9 +277,12 @@ class TransformersLM(LM):
         inp = torch.full((len(members), width), self.tokenizer.pad_token_id)
         mask = torch.zeros((len(members), plen + width), dtype=torch.long)
         mask[:, :plen] = 1
-        for row, suffix in enumerate(suffixes):  # right-padded: positions stay contiguous
-            inp[row, : len(suffix)] = torch.tensor(suffix)
-            mask[row, plen : plen + len(suffix)] = 1
+        pos = torch.full((len(members), width), plen)
+        for row, suffix in enumerate(suffixes):
+            n = len(suffix)
+            inp[row, width - n :] = torch.tensor(suffix)
+            mask[row, plen + width - n :] = 1
+            pos[row, width - n :] = torch.arange(plen, plen + n)
         with torch.inference_mode():
             prefix = torch.tensor([ids[members[0]][:plen]], device=self.device)
             cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
@@ -250,11 +290,12 @@ class TransformersLM(LM):
             logits = self.model(
                 input_ids=inp.to(self.device),
                 attention_mask=mask.to(self.device),
+                position_ids=pos.to(self.device),
                 past_key_values=cache,
                 use_cache=True,
+                logits_to_keep=1,
             ).logits
-            last = torch.tensor([len(x) - 1 for x in suffixes], device=logits.device)
-            logp = torch.log_softmax(logits[torch.arange(len(members)), last].float(), dim=-1)
+            logp = torch.log_softmax(logits[:, -1, :].float(), dim=-1)
         self.stats.seconds += time.time() - t0
         self.stats.calls += len(members)
         self.stats.prompt_tokens += plen + sum(len(x) for x in suffixes)
