@@ -235,6 +235,12 @@ def test_topic_vs_open_retrieval_with_tiny_model(kb, tiny_lm):
     ra = opened.score(items[:1])[0]
     first = [p["id"] for p in kb.search(items[0]["prompt"], 3)]
     assert all(f["passages"] == first for f in ra["facts"])  # one query per response
+    # an item may name its own mode: the topic scorer does open retrieval for it
+    mixed = topic.score([{**items[0], "id": "o", "retrieval": "open"}, items[0]])
+    assert all(f["passages"] == first[:2] for f in mixed[0]["facts"])
+    assert all(set(f["passages"]) <= ada for f in mixed[1]["facts"])
+    with pytest.raises(ValueError, match="unknown retrieval 'web'"):
+        topic.score([{**items[0], "retrieval": "web"}])
 
 
 def test_atomic_mode_batches_one_generate_and_one_choose(kb):

@@ -72,14 +72,14 @@ def main(argv: list[str] | None = None) -> None:
             }
             for r in recs
         ]
-    # one scorer call per retrieval mode, over all its sets: fuller batches, shared prefixes
-    results_of: dict[str, dict] = {}
-    for mode in dict.fromkeys(m for _, _, m in args.sets):
-        items = [i for name, _, m in args.sets if m == mode for i in items_of[name]]
-        scorer = build_scorer(
-            args, decomposer, verifier, kb, retrieval=mode, reranker=reranker, cache=retrieval_cache
-        )
-        results_of.update((r["id"], r) for r in (scorer.score(items) if items else []))
+    # one scorer call over all sets (each item carries its set's retrieval mode): one
+    # decomposition batch and one verification batch, fuller batches, shared prefixes
+    items = [{**i, "retrieval": m} for name, _, m in args.sets for i in items_of[name]]
+    scorer = build_scorer(
+        args, decomposer, verifier, kb, retrieval=args.retrieval, reranker=reranker,
+        cache=retrieval_cache,
+    )  # fmt: skip
+    results_of = {r["id"]: r for r in (scorer.score(items) if items else [])}
     summary = {}
     for name, _, mode in args.sets:
         items = items_of[name]

@@ -16,7 +16,9 @@ The ranking is the knowledge folder's retriever (BM25, or dense: flame.dense). W
 (FLAME: 20) and the cross-encoder keeps the best k (FLAME: 10). With a ``cache`` (a flame.cache
 Cache or SQLite path; namespace "retrieval") the ranked passage positions and scores are stored,
 keyed by the knowledge folder's meta.json hash, retriever, reranker, topic, query and k: a re-run
-does no retrieval work. All searches of one ``score`` call are batched per topic.
+does no retrieval work. All searches of one ``score`` call are batched per topic. An item may
+name its own ``retrieval`` mode (topic or open), so sets scored differently still share one
+decomposition and one verification batch.
 
 Score of a response = supported / facts (None with 0 facts or when abstained). ``aggregate``
 gives FActScore's summary: the mean over responding items with facts, without and with the
@@ -127,8 +129,13 @@ class FactScorer:
         if not isinstance(response, str):
             raise ValueError(f"item {item.get('id', i)}: 'response' must be a string")
         prompt = item.get("prompt") or item.get("instruction") or ""
+        mode = item.get("retrieval")
+        if mode not in (None, "topic", "open"):
+            raise ValueError(
+                f"item {item.get('id', i)}: unknown retrieval {mode!r} (topic or open)"
+            )
         return {"id": item.get("id", i), "prompt": prompt, "topic": item.get("topic") or None,
-                "response": response}  # fmt: skip
+                "response": response, "retrieval": mode}  # fmt: skip
 
     def _key(self, topic: str | None, query: str) -> str:
         if self._key_base is None:
@@ -180,7 +187,7 @@ class FactScorer:
         for n, (it, fs) in enumerate(zip(items, facts, strict=True)):
             if not fs:
                 continue
-            if self.retrieval == "open":
+            if (it["retrieval"] or self.retrieval) == "open":
                 query = it["prompt"] or it["topic"]
                 if not query:
                     raise ValueError(f"item {it['id']}: open retrieval needs a prompt")
