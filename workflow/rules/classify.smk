@@ -20,6 +20,7 @@ rule classify:
         ),
     log:
         f"{LOGS}/classify.log",
+    priority: 55
     conda:
         conda_env("classifier")
     threads: 1

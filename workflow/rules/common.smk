@@ -159,6 +159,20 @@ def conda_env(*roles, policy_backend=False):
     return "../../envs/vllm.yaml" if "vllm" in backends else "../../envs/base.yaml"
 
 
+TRAIN_THREADS = config["training"].get("threads", 1)
+
+
+def sft_threads(wildcards):
+    """Threads of an SFT job. The SFT baseline gates everything after it (the classifier is the
+    SFT model, as in the paper) and only the PT evaluation can run beside it, so it takes at
+    least two threads; the variants train side by side with other jobs."""
+    return max(TRAIN_THREADS, 2) if wildcards.sft == "SFT" else TRAIN_THREADS
+
+
+# Rule priorities (higher first; evaluation rules keep 0): the training chain is the DAG's
+# critical path (SFT -> classify -> few-shot PT -> SFT variants -> sampling -> rewards ->
+# pairs -> DPO), so when cores are short its jobs go before the evaluation of finished models,
+# which fill the idle cores instead.
 TRAIN_ENV = "../../envs/train.yaml"
 BASE_ENV = "../../envs/base.yaml"
 

@@ -15,6 +15,7 @@ rule pairs:
         counts=f"{R}/dpo/{{policy}}/pair_counts.json",
     log:
         f"{LOGS}/pairs/{{policy}}.log",
+    priority: 30
     conda:
         BASE_ENV
     threads: 1
@@ -40,9 +41,10 @@ rule train_dpo:
         f"{LOGS}/train_dpo/{{policy}}+{{dpo}}.log",
     benchmark:
         f"{BENCH}/train_dpo/{{policy}}+{{dpo}}.tsv"
+    priority: 20
     conda:
         TRAIN_ENV
-    threads: 2
+    threads: TRAIN_THREADS
     resources:
         mem_mb=12000,
         gpu=1,

@@ -12,6 +12,7 @@ rule sample_responses:
         f"{LOGS}/sample_responses/{{policy}}.log",
     benchmark:
         f"{BENCH}/sample_responses/{{policy}}.tsv"
+    priority: 40
     conda:
         conda_env(policy_backend=True)
     threads: 1
@@ -42,6 +43,7 @@ rule rm_if:
         f"{LOGS}/rm_if/{{policy}}.log",
     benchmark:
         f"{BENCH}/rm_if/{{policy}}.tsv"
+    priority: 35
     conda:
         conda_env("if_judge", policy_backend=True)
     threads: 1
@@ -75,6 +77,7 @@ rule rm_fact:
         f"{LOGS}/rm_fact/{{policy}}.log",
     benchmark:
         f"{BENCH}/rm_fact/{{policy}}.tsv"
+    priority: 36
     conda:
         conda_env("fact_decomposer", "fact_verifier")
     threads: 1

@@ -12,6 +12,7 @@ rule fewshot_pt:
         f"{LOGS}/fewshot_pt.log",
     benchmark:
         f"{BENCH}/fewshot_pt.tsv"
+    priority: 50
     conda:
         conda_env("pretrained")
     threads: 1
@@ -43,6 +44,7 @@ rule sft_data:
         stats=f"{R}/sft_data/stats.json",
     log:
         f"{LOGS}/sft_data.log",
+    priority: 50
     conda:
         BASE_ENV
     threads: 1
@@ -64,9 +66,10 @@ rule train_sft:
         f"{LOGS}/train_sft/{{sft}}.log",
     benchmark:
         f"{BENCH}/train_sft/{{sft}}.tsv"
+    priority: 60
     conda:
         TRAIN_ENV
-    threads: 2
+    threads: sft_threads
     resources:
         mem_mb=8000,
         gpu=1,
