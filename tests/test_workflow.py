@@ -65,6 +65,35 @@ def test_dry_run_plans_every_stage(workflow_dir):
     assert re.search(r"^train_sft\s+3$", res.stdout, flags=re.M)
 
 
+@pytest.mark.parametrize("threads, baseline", [(1, 2), (3, 3)])
+def test_training_chain_threads_and_priorities(workflow_dir, threads, baseline):
+    """training.threads sets the training jobs' threads (the SFT baseline takes at least 2) and
+    the training chain outranks evaluation."""
+    cfg = yaml.safe_load((workflow_dir / "config.yaml").read_text())
+    cfg["training"]["threads"] = threads
+    (workflow_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "--cores", "8", cwd=workflow_dir)
+    assert res.returncode == 0, res.stderr
+    jobs = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", res.stdout):
+        m = re.match(r"(?:local)?rule (\w+):", block)
+        if not m:
+            continue
+        wc = re.search(r"wildcards: (.*)", block)
+        n = re.search(r"threads: (\d+)", block)
+        prio = re.search(r"priority: (\d+)", block)
+        jobs[(m.group(1), wc.group(1) if wc else "")] = (
+            int(n.group(1)) if n else 1,
+            int(prio.group(1)) if prio else 0,
+        )
+    assert jobs[("train_sft", "sft=SFT")][0] == baseline
+    assert jobs[("train_sft", "sft=SFT_FLAME")][0] == threads
+    assert jobs[("train_dpo", "policy=SFT, dpo=DPO")][0] == threads
+    eval_prio = jobs[("eval_factuality", "model=SFT")][1]
+    for rule in ["train_sft", "classify", "fewshot_pt", "rm_fact", "pairs", "train_dpo"]:
+        assert min(p for (r, _), (_, p) in jobs.items() if r == rule) > eval_prio, rule
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
