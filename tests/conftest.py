@@ -29,6 +29,18 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """The real embedded SmolLM2-135M as a checkpoint folder: the workflow's own conversion when
+    results/ has one, else converted here (about 40 s), as the prepare_model rule does."""
+    from flame.models import prepare
+
+    done = ROOT / "results/models/base/smollm2"
+    if (done / "flame_fingerprint.json").exists():
+        return done
+    return prepare("embedded:smollm2", tmp_path_factory.mktemp("smollm2") / "smollm2")
+
+
 def build_tiny_model(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM

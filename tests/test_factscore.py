@@ -354,15 +354,10 @@ def test_cli_rejects_malformed_lines_and_unbuilt_knowledge(kb, tmp_path):
 
 
 @pytest.mark.slow
-def test_real_model_scores_a_true_and_a_false_fact(tmp_path):
+def test_real_model_scores_a_true_and_a_false_fact(tmp_path, smollm2_dir):
     """SmolLM2-135M as decomposer and verifier on the embedded Wikipedia summaries."""
-    from pathlib import Path
-
-    model = Path(__file__).resolve().parents[1] / "results/models/base/smollm2"
-    if not model.exists():
-        pytest.skip("run flame.models first to convert the embedded model")
     build("embedded", tmp_path / "kb")
-    lm = load_lm({"source": str(model), "batch_size": 16}, threads=2)
+    lm = load_lm({"source": str(smollm2_dir), "batch_size": 16}, threads=2)
     scorer = FactScorer(
         lm, lm, KnowledgeBase.load(tmp_path / "kb"), k=2, passage_chars=300, max_fact_tokens=48
     )
