@@ -100,6 +100,53 @@ def test_shared_prefix_choose_matches_plain(tiny_model):
         assert s == pytest.approx(p, abs=1e-4)
 
 
+def test_packed_prefix_groups_choose_matches_plain(tiny_model):
+    """Several groups with prefixes of different lengths, run as one packed batch."""
+    lm = load_lm({"source": str(tiny_model), "min_shared_prefix": 8, "batch_size": 16})
+    contexts = [
+        "Title: Marie Curie\nText: " + "Marie Curie was a Polish physicist. " * 6,
+        "Title: Rome\nText: " + "Rome is the capital city of Italy and a very old city. " * 9,
+    ]
+    facts = ["It is old.", "She won two Nobel prizes in physics and chemistry.", "No."]
+    prompts = [
+        Prompt(text=f"{c}\n\nInput: {f} True or False?\nOutput:") for c in contexts for f in facts
+    ]
+    prompts.append(Prompt(text="A lone prompt: True or False?"))
+    packed = lm.choose(prompts, ["True", "False"])
+    lm.min_shared_prefix = 10**6
+    plain = lm.choose(prompts, ["True", "False"])
+    for s, p in zip(packed, plain, strict=True):
+        assert s == pytest.approx(p, abs=1e-4)
+
+
+def test_stop_criteria_look_only_at_new_text(tiny_model):
+    import torch
+    from transformers import AutoTokenizer
+
+    from flame.lm.hf import stop_criteria
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    prompt = tok.encode("Facts:\n\nPlease list them", add_special_tokens=False)  # stop in prompt
+    rows = [
+        tok.encode(t, add_special_tokens=False) for t in [" one two\n\nthree", " one two three"]
+    ]
+    width = max(map(len, rows))
+    batch = torch.tensor([prompt + [tok.eos_token_id] * (width - len(r)) + r for r in rows])
+    crit = stop_criteria(tok, ("\n\n", "Please"), len(prompt))
+    assert crit(batch, None).tolist() == [True, False]
+    assert stop_criteria(tok, (), len(prompt)) is None
+
+
+def test_pack_groups():
+    from flame.lm.hf import pack_groups
+
+    chunks = [(90, [0, 1, 2]), (10, [3, 4]), (50, [5]), (60, list(range(6, 14)))]
+    packs = pack_groups(chunks, max_rows=6)
+    assert [[p for p, _ in pack] for pack in packs] == [[10, 50], [60], [90]]
+    assert all(sum(len(m) for _, m in pack) <= 6 or len(pack) == 1 for pack in packs)
+    assert sorted(i for pack in packs for _, m in pack for i in m) == list(range(14))
+
+
 def test_shared_prefix_generate_matches_plain(tiny_model):
     lm = load_lm({"source": str(tiny_model), "min_shared_prefix": 8, "batch_size": 8})
     demos = "Question: what is two plus two?\nAnswer: four.\n\n" * 4
