@@ -20,8 +20,12 @@ def knowledge_base(folder: Path | None):
     return KnowledgeBase.load(folder)
 
 
-def people_responses(kb, n: int, sentences: int = 3, min_chars: int = 400) -> list[dict]:
-    """Responses made of the first sentences of n people's summaries (their facts are true)."""
+def people_responses(
+    kb, n: int, sentences: int = 3, min_chars: int = 400, per_person: int = 1
+) -> list[dict]:
+    """n responses made of consecutive sentences of people's summaries (their facts are true).
+    With per_person m, each person answers the same prompt m times (sentence windows starting
+    at sentence 0, 1, ...), the shape of RM_fact's m samples per DPO prompt."""
     from flame.data import load_wiki_summaries
 
     people = [
@@ -32,14 +36,19 @@ def people_responses(kb, n: int, sentences: int = 3, min_chars: int = 400) -> li
         and kb.has_topic(s["title"])
     ]
     people.sort(key=lambda s: s["title"])
-    step = max(1, len(people) // n)
+    n_people = max(1, n // per_person)
+    step = max(1, len(people) // n_people)
     items = []
-    for s in people[::step][:n]:
-        sents = split_sentences(s["extract"])[:sentences]
-        items.append({
-            "id": s["title"], "topic": s["title"], "prompt": f"Tell me a bio of {s['title']}.",
-            "response": " ".join(sents), "sentences": sents,
-        })  # fmt: skip
+    for s in people[::step][:n_people]:
+        all_sents = split_sentences(s["extract"])
+        for j in range(per_person):
+            start = j % max(1, len(all_sents) - sentences + 1)
+            sents = all_sents[start : start + sentences]
+            items.append({
+                "id": s["title"] if per_person == 1 else f"{s['title']}#{j}",
+                "topic": s["title"], "prompt": f"Tell me a bio of {s['title']}.",
+                "response": " ".join(sents), "sentences": sents,
+            })  # fmt: skip
     return items
 
 

@@ -4,10 +4,12 @@ shared-prefix KV reuse) vs one at a time, and a cold run of the whole scorer vs 
 The workload is real: responses made of the first sentences of real Wikipedia summaries of
 people, decomposed into atomic facts by the embedded model (the cold run), each fact checked
 against the passages open retrieval gives for its instruction, exactly as RM_fact does. The
-retrieval settings default to the embedded config's rm_fact (k=2, passages cut to 300 chars).
+retrieval and decomposition settings default to the embedded config's rm_fact (k=2, passages
+cut to 300 chars, 3 fixed demos), batches of 32.
 
     .venv/bin/python benchmarks/factscore_speed.py [--model results/models/base/smollm2]
-        [--knowledge results/knowledge/index] [--n 12] [--k 2] [--passage-chars 300]
+        [--knowledge results/knowledge/index] [--n 12] [--per-prompt 1] [--k 2]
+        [--passage-chars 300]
         [--spec '{"quantize": "int8"}']
 """
 
@@ -31,11 +33,15 @@ def main() -> None:
     ap.add_argument("--model", default="results/models/base/smollm2")
     ap.add_argument("--knowledge", type=Path, default=None)
     ap.add_argument("--n", type=int, default=12, help="responses (3 sentences each)")
+    ap.add_argument(
+        "--per-prompt", type=int, default=1,
+        help="responses per prompt (RM_fact's m: with open retrieval they share passages)",
+    )  # fmt: skip
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("--passage-chars", type=int, default=300)
     ap.add_argument("--retrieval", default="open", choices=["open", "topic"])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--spec", default="{}", help="extra model spec keys (JSON), e.g. quantize")
     args = ap.parse_args()
 
@@ -46,11 +52,13 @@ def main() -> None:
     extra = json.loads(args.spec)
     kb = knowledge_base(args.knowledge)
     items = [
-        {k: v for k, v in it.items() if k != "sentences"} for it in people_responses(kb, args.n)
+        {k: v for k, v in it.items() if k != "sentences"}
+        for it in people_responses(kb, args.n, per_person=args.per_prompt)
     ]
     print(
-        f"{len(items)} responses, {args.retrieval} retrieval, k={args.k}, passages cut to "
-        f"{args.passage_chars} chars, threads {args.threads}, spec {extra}"
+        f"{len(items)} responses ({args.per_prompt} per prompt), {args.retrieval} retrieval, "
+        f"k={args.k}, passages cut to {args.passage_chars} chars, threads {args.threads}, "
+        f"spec {extra}"
     )
 
     # 1. the whole scorer: cold (decomposition + retrieval + verification) vs cached re-run
@@ -60,8 +68,8 @@ def main() -> None:
             spec = {"source": args.model, "batch_size": args.batch_size, **extra}
             lm = load_lm(spec, cache=Path(tmp) / "lm.sqlite", threads=args.threads)
             scorer = FactScorer(
-                lm, lm, kb, unit="atomic", retrieval=args.retrieval, k=args.k, n_fixed=2,
-                n_bm25=1, passage_chars=args.passage_chars, max_fact_tokens=32,
+                lm, lm, kb, unit="atomic", retrieval=args.retrieval, k=args.k, n_fixed=3,
+                n_bm25=0, passage_chars=args.passage_chars, max_fact_tokens=32,
                 cache=Path(tmp) / "retrieval.sqlite",
             )  # fmt: skip
             t0 = time.time()
