@@ -281,21 +281,19 @@ class TransformersLM(LM):
         pre = torch.full((len(pack), pmax), pad)
         pmask = torch.zeros((len(pack), pmax), dtype=torch.long)
         ppos = torch.zeros((len(pack), pmax), dtype=torch.long)
-        owner, suffixes, starts = [], [], []
+        owner, suffixes = [], []
         for g, (plen, members) in enumerate(pack):
             pre[g, pmax - plen :] = torch.tensor(ids[members[0]][:plen])
             pmask[g, pmax - plen :] = 1
             ppos[g, pmax - plen :] = torch.arange(plen)
-            for i in members:
-                owner.append(g)
-                suffixes.append(ids[i][plen:])
-                starts.append(plen)
+            owner += [g] * len(members)
+            suffixes += [ids[i][plen:] for i in members]
         width = max(len(x) for x in suffixes)
         inp = torch.full((len(suffixes), width), pad)
         smask = torch.zeros((len(suffixes), width), dtype=torch.long)
         pos = torch.zeros((len(suffixes), width), dtype=torch.long)
-        for row, (suffix, plen) in enumerate(zip(suffixes, starts, strict=True)):
-            n = len(suffix)
+        for row, (suffix, g) in enumerate(zip(suffixes, owner, strict=True)):
+            plen, n = pack[g][0], len(suffix)
             inp[row, width - n :] = torch.tensor(suffix)
             smask[row, width - n :] = 1
             pos[row, width - n :] = torch.arange(plen, plen + n)
@@ -307,10 +305,7 @@ class TransformersLM(LM):
                 input_ids=pre.to(dev), attention_mask=pmask.to(dev), position_ids=ppos.to(dev),
                 use_cache=True, logits_to_keep=1,
             ).past_key_values  # fmt: skip
-            if len(pack) == 1:
-                cache.batch_repeat_interleave(len(suffixes))
-            else:
-                cache.batch_select_indices(index.to(dev))
+            cache.batch_select_indices(index.to(dev))  # each row gets its group's prefix
             logits = self.model(
                 input_ids=inp.to(dev),
                 attention_mask=mask.to(dev),
