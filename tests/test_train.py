@@ -177,7 +177,8 @@ def test_schedule_decays_to_min_lr_and_batch_splits(tmp_path):
     args = training.training_args(SFTConfig, recipe, tmp_path)
     assert args.gradient_accumulation_steps == 4  # 32 = 8 x 1 process x 4
     assert args.lr_scheduler_type == "cosine_with_min_lr"
-    assert args.lr_scheduler_kwargs == {"min_lr": 1e-7}
+    # the floor as a ratio: `min_lr` would read optimizer.defaults, absent under DeepSpeed ZeRO
+    assert args.lr_scheduler_kwargs == {"min_lr_rate": pytest.approx(0.1)}
     assert args.bf16 is False and args.use_cpu and not args.activation_checkpointing
     recipe["lr_scheduler_type"] = "linear"
     args = training.training_args(SFTConfig, recipe, tmp_path)
@@ -224,11 +225,17 @@ def test_models_without_chat_template_use_plain_transcript(tokenizer_dir):
 
 
 @pytest.mark.parametrize(
-    ("name", "kind"), [("multi_gpu.yaml", "MULTI_GPU"), ("deepspeed_zero3.yaml", "DEEPSPEED")]
+    ("name", "kind", "stage"),
+    [
+        ("multi_gpu.yaml", "MULTI_GPU", None),
+        ("deepspeed_zero2.yaml", "DEEPSPEED", 2),
+        ("deepspeed_zero3.yaml", "DEEPSPEED", 3),
+    ],
 )
-def test_accelerate_configs(name, kind):
+def test_accelerate_configs(name, kind, stage):
     cfg = yaml.safe_load((ROOT / "workflow" / "accelerate" / name).read_text())
     assert cfg["distributed_type"] == kind and cfg["mixed_precision"] == "bf16"
     if kind == "DEEPSPEED":
-        assert cfg["deepspeed_config"]["zero_stage"] == 3
-        assert cfg["deepspeed_config"]["zero3_save_16bit_model"] is True
+        assert cfg["deepspeed_config"]["zero_stage"] == stage
+        # ZeRO-3 must gather the sharded weights when the final model is saved
+        assert cfg["deepspeed_config"].get("zero3_save_16bit_model", stage != 3) is True

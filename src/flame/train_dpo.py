@@ -39,6 +39,9 @@ RECIPE = {
     "global_batch_size": (64, int),
     "beta": (0.1, float),
     "loss_type": ("sigmoid", list),  # TRL DPO loss names, e.g. sigmoid, ipo, robust
+    # the reference model's log-probs computed once before training, then the reference is freed
+    # (false: the reference stays loaded, sharded like the policy under ZeRO-3); see README
+    "precompute_ref_log_probs": (False, bool),
 }
 
 
@@ -60,10 +63,25 @@ def to_example(record: dict[str, Any], tokenizer) -> dict[str, Any]:
     }
 
 
-def build_dataset(records: list[dict], tokenizer, to_example=to_example):
-    from datasets import Dataset
+def build_dataset(
+    records: list[dict], tokenizer, to_example=to_example, on_disk: Path | None = None
+):
+    """The pairs as a datasets.Dataset; in memory, or saved under `on_disk` and memory-mapped
+    from there. TRL writes precomputed reference log-probs next to the dataset's own files, so
+    with several processes they must be in a folder every process sees (in memory, each process
+    would look in a temporary folder of its own)."""
+    from datasets import Dataset, load_from_disk
 
-    return Dataset.from_list([to_example(r, tokenizer) for r in records])
+    if on_disk is None:
+        return Dataset.from_list([to_example(r, tokenizer) for r in records])
+    from accelerate import PartialState
+
+    state = PartialState()
+    with state.main_process_first():
+        if state.is_main_process:
+            shutil.rmtree(on_disk, ignore_errors=True)
+            Dataset.from_list([to_example(r, tokenizer) for r in records]).save_to_disk(on_disk)
+    return load_from_disk(str(on_disk))
 
 
 def build_trainer(
@@ -80,12 +98,22 @@ def build_trainer(
 
     tokenizer = AutoTokenizer.from_pretrained(init)
     args = training.training_args(
-        DPOConfig, recipe, output_dir, beta=recipe["beta"], loss_type=recipe["loss_type"]
+        DPOConfig,
+        recipe,
+        output_dir,
+        beta=recipe["beta"],
+        loss_type=recipe["loss_type"],
+        precompute_ref_log_probs=recipe["precompute_ref_log_probs"],
     )
     return (trainer_cls or DPOTrainer)(
         model=init,
         args=args,
-        train_dataset=build_dataset(records, tokenizer, to_example),
+        train_dataset=build_dataset(
+            records,
+            tokenizer,
+            to_example,
+            output_dir / "pairs_dataset" if recipe["precompute_ref_log_probs"] else None,
+        ),
         processing_class=tokenizer,
         peft_config=training.lora_config(recipe),
     )

@@ -153,10 +153,16 @@ def training_args(config_cls, recipe: dict[str, Any], output_dir: Path, **extra)
     scheduler, sched_kwargs = recipe["lr_scheduler_type"], {}
     floor = recipe["min_learning_rate"]
     if floor and scheduler in ("cosine", "cosine_with_min_lr"):
-        scheduler, sched_kwargs = "cosine_with_min_lr", {"min_lr": floor}
+        # the floor as a ratio: transformers' `min_lr` reads optimizer.defaults, which
+        # DeepSpeed's ZeRO optimizer wrappers lack (AttributeError at the first step)
+        scheduler = "cosine_with_min_lr"
+        sched_kwargs = {"min_lr_rate": floor / recipe["learning_rate"]}
     elif floor and scheduler in ("linear", "polynomial"):
         scheduler, sched_kwargs = "polynomial", {"lr_end": floor, "power": 1.0}
     bf16 = cuda if recipe["bf16"] is None else recipe["bf16"]
+    # One decision for the trainer and the launcher: accelerate launch exports the mixed
+    # precision of its config file, and DeepSpeed's config must agree with the trainer's.
+    os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16" if bf16 else "no"
     checkpointing = (
         cuda if recipe["gradient_checkpointing"] is None else recipe["gradient_checkpointing"]
     )
@@ -269,19 +275,27 @@ def train_and_save(trainer, init: str, paths: RunPaths, recipe: dict, summary: d
         "global_step": trainer.state.global_step,
         "resumed_from_step": start_step if resume else None,
         "global_batch_size": batch,
+        "per_device_train_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
         "examples_per_s": done * batch / train_s if train_s > 0 else None,
         "train_wall_s": round(train_s, 2),
         "world_size": args.world_size,
+        "distributed": distributed_type(trainer),
         "device": str(args.device),
         "precision": "bf16" if args.bf16 else "fp32",
+        "loss_history": [
+            [entry["step"], entry["loss"]] for entry in trainer.state.log_history if "loss" in entry
+        ],
         "recipe": recipe,
     }
     if main:
         shutil.rmtree(paths.tmp, ignore_errors=True)
         shutil.rmtree(paths.adapter, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
+    # every process takes part in saving (ZeRO-3 gathers the sharded weights); only the main
+    # process writes files
     trainer.save_model(str(paths.adapter if recipe["use_lora"] else paths.tmp))
-    trainer.accelerator.wait_for_everyone()
+    rss = gather_floats(trainer.accelerator, peak_rss_mb())
     if not main:
         return summary
     if recipe["use_lora"]:
@@ -290,6 +304,7 @@ def train_and_save(trainer, init: str, paths: RunPaths, recipe: dict, summary: d
     trainer.processing_class.save_pretrained(paths.tmp)
     summary["wall_s"] = round(time.time() - t0, 2)
     summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    summary["peak_rss_mb_per_process"] = [round(x, 1) for x in rss]
     write_json(paths.tmp / "train_summary.json", summary)
     summary["fingerprint"] = write_fingerprint(paths.tmp, origin=origin)
     old = paths.out.with_name(paths.out.name + ".old")
@@ -307,12 +322,34 @@ def train_and_save(trainer, init: str, paths: RunPaths, recipe: dict, summary: d
     return summary
 
 
+def distributed_type(trainer) -> str:
+    """How the run was spread: NO (one process), MULTI_CPU / MULTI_GPU (DDP) or DEEPSPEED
+    (with its ZeRO stage)."""
+    state = trainer.accelerator.state
+    kind = str(state.distributed_type).split(".")[-1]
+    plugin = getattr(state, "deepspeed_plugin", None)
+    return f"{kind} ZeRO-{plugin.zero_stage}" if plugin is not None else kind
+
+
+def gather_floats(accelerator, value: float) -> list[float]:
+    """`value` from every process, in rank order (a barrier: every process must call it)."""
+    from accelerate.utils import gather_object
+
+    if accelerator.num_processes == 1:
+        return [value]
+    return [float(v) for v in gather_object([value])]
+
+
 def merge_lora(init: str, adapter: Path, out: Path, dtype: str) -> None:
     """Load the base weights, fold the trained LoRA adapter into them and save a plain model."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
+    # Training is over and only this process merges: under ZeRO-3 from_pretrained would
+    # otherwise partition the base weights across processes that have already left.
+    unset_hf_deepspeed_config()
     base = AutoModelForCausalLM.from_pretrained(init, dtype=getattr(torch, dtype))
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     merged.save_pretrained(out)
