@@ -140,15 +140,28 @@ def recipe_args(section, keys_to_skip=()):
     )
 
 
+TRAINING = config["training"]
+# processes per training job: one per GPU (or, on CPUs, per group of `training.threads` cores)
+TRAIN_PROCS = (
+    TRAINING.get("num_processes", 1) if TRAINING.get("launcher") == "accelerate" else 1
+)
+
+
 def launcher():
-    """How training steps start: plain python, or accelerate (DDP/DeepSpeed on GPUs)."""
-    t = config.get("training", {})
-    if t.get("launcher", "python") == "accelerate":
-        return (
-            f"accelerate launch --config_file {t['accelerate_config']} "
-            f"--num_processes {t['num_processes']}"
-        )
-    return PY
+    """How training steps start: plain python, or accelerate launch (DDP or DeepSpeed ZeRO-2/3,
+    by the config file named in training.accelerate_config). Port 0: accelerate picks a free
+    port, so two training jobs can run side by side on one machine."""
+    if TRAIN_PROCS == 1 and TRAINING.get("launcher", "python") == "python":
+        return PY
+    return (
+        f"{PY} -m accelerate.commands.launch --config_file {TRAINING['accelerate_config']}"
+        f" --num_processes {TRAIN_PROCS} --main_process_port 0"
+    )
+
+
+def process_threads(wildcards, threads):
+    """CPU threads of each training process: the job's threads shared by its processes."""
+    return max(1, threads // TRAIN_PROCS)
 
 
 def conda_env(*roles, policy_backend=False):
@@ -159,7 +172,8 @@ def conda_env(*roles, policy_backend=False):
     return "../../envs/vllm.yaml" if "vllm" in backends else "../../envs/base.yaml"
 
 
-TRAIN_THREADS = config["training"].get("threads", 1)
+# threads of a training job: training.threads per process
+TRAIN_THREADS = TRAINING.get("threads", 1) * TRAIN_PROCS
 
 
 def sft_threads(wildcards):

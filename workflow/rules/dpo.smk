@@ -47,13 +47,14 @@ rule train_dpo:
     threads: TRAIN_THREADS
     resources:
         mem_mb=12000,
-        gpu=1,
+        gpu=TRAIN_PROCS,
     params:
         launcher=launcher(),
+        threads=process_threads,
         recipe=recipe_args("dpo", keys_to_skip=("allow_empty_pairs",)),
         allow_empty="--allow-empty" if config["dpo"].get("allow_empty_pairs") else "",
         seed=config["seed"],
     shell:
         "{params.launcher} -m flame.train_dpo --init {input.init} --pairs {input.pairs}"
         " --out {output} {params.recipe} --set seed={params.seed} {params.allow_empty}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {params.threads} > {log} 2>&1"

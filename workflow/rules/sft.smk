@@ -72,13 +72,14 @@ rule train_sft:
     threads: sft_threads
     resources:
         mem_mb=8000,
-        gpu=1,
+        gpu=TRAIN_PROCS,
     params:
         launcher=launcher(),
+        threads=process_threads,
         init=sft_init_source,
         recipe=recipe_args("sft"),
         seed=config["seed"],
     shell:
         "{params.launcher} -m flame.train_sft --init {params.init:q} --data {input.data}"
-        " --out {output} {params.recipe} --set seed={params.seed} --threads {threads}"
+        " --out {output} {params.recipe} --set seed={params.seed} --threads {params.threads}"
         " > {log} 2>&1"
