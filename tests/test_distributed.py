@@ -1,0 +1,239 @@
+"""Multi-process training for real, on this CPU: 2 processes (gloo) under DeepSpeed ZeRO-3,
+ZeRO-2 and DDP, with the project's own accelerate configs and the paper recipe (cosine decay to a
+min learning rate). Equivalence with one process at the same global batch, resume after a kill,
+and the workflow's training rules under `training.launcher: accelerate`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCEL = ROOT / "workflow/accelerate"
+CONFIGS = {
+    "zero3": ("deepspeed_zero3.yaml", "DEEPSPEED ZeRO-3"),
+    "zero2": ("deepspeed_zero2.yaml", "DEEPSPEED ZeRO-2"),
+    "ddp": ("multi_gpu.yaml", "MULTI_CPU"),
+}
+# loss trajectories of 2 processes x b and 1 process x 2b agree to float32 reduction noise
+LOSS_RTOL = 1e-4
+
+pytestmark = pytest.mark.slow
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("dist_data")
+    # answers of different lengths: token-weighted SFT losses must still average correctly
+    sft = [
+        {
+            "id": f"s{i}",
+            "instruction": f"What is {i} plus {i}?",
+            "response": f"It is {2 * i}." + " Indeed." * (i % 4),
+        }  # fmt: skip
+        for i in range(16)
+    ]
+    pairs = [
+        {
+            "id": f"p{i}",
+            "prompt": f"Who wrote book {i}?",
+            "chosen": f"Author {i} wrote it." + " Truly." * (i % 3),
+            "rejected": "No idea.",
+            "kind": "fact" if i % 2 else "if",
+        }  # fmt: skip
+        for i in range(16)
+    ]
+    return {"sft": write_jsonl(d / "sft.jsonl", sft), "dpo": write_jsonl(d / "pairs.jsonl", pairs)}
+
+
+def train_cmd(step: str, config: str | None, model: Path, data: dict, out: Path, *sets: str):
+    """The command line the workflow's training rules run (see common.smk's launcher())."""
+    launch = [sys.executable, "-m", f"flame.train_{step}"]
+    if config:
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                  str(ACCEL / CONFIGS[config][0]), "--num_processes", "2",
+                  "--main_process_port", "0", "-m", f"flame.train_{step}"]  # fmt: skip
+    flag = "--data" if step == "sft" else "--pairs"
+    args = ["--init", str(model), flag, str(data[step]), "--out", str(out), "--threads", "1",
+            "--set", "global_batch_size=4", "--set", "max_length=64",
+            "--set", "logging_steps=1"]  # fmt: skip
+    for s in sets:
+        args += ["--set", s]
+    return launch + args
+
+
+def run(cmd: list[str], log: Path, timeout: int = 600) -> dict:
+    with log.open("w") as fh:
+        res = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout)
+    text = log.read_text()
+    assert res.returncode == 0, text[-3000:]
+    out = Path(cmd[cmd.index("--out") + 1])
+    summary = json.loads((out / "train_summary.json").read_text())
+    summary["_log"] = text
+    return summary
+
+
+def weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("step", ["sft", "dpo"])
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_two_process_training_under_each_launcher(config, step, lora, tiny_model, data, tmp_path):
+    """The paper recipe as it is (lr 1e-6 -> 1e-7 with cosine_with_min_lr: the schedule that
+    crashed under ZeRO-3), 2 processes, fp32 chosen for the CPU; one process writes the model."""
+    out = tmp_path / "model"
+    summary = run(
+        train_cmd(step, config, tiny_model, data, out, "max_steps=2",
+                  "per_device_train_batch_size=2", f"use_lora={str(lora).lower()}"),
+        tmp_path / "train.log",
+    )  # fmt: skip
+    assert summary["world_size"] == 2 and summary["distributed"] == CONFIGS[config][1]
+    assert summary["global_step"] == 2 and summary["global_batch_size"] == 4
+    assert summary["precision"] == "fp32" and summary["device"].startswith("cpu")
+    assert summary["recipe"]["min_learning_rate"] == 1e-7
+    assert len(summary["peak_rss_mb_per_process"]) == 2
+    # exactly one process saved: one "trained" line, one fingerprint, nothing left behind
+    assert summary["_log"].count("INFO flame.training: trained 2 steps") == 1
+    fingerprint = json.loads((out / "flame_fingerprint.json").read_text())
+    assert f"train_{step}" in fingerprint["origin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "train.log"]
+    trained, init = weights(out), weights(tiny_model)
+    assert init.keys() <= trained.keys()  # LoRA merged: a plain model, all weights gathered
+    assert all(trained[k].shape == init[k].shape for k in init)
+    # ZeRO-2 writes the tied output embedding out as well: the same tensor, loaded tied
+    for key in trained.keys() - init.keys():
+        assert key == "lm_head.weight"
+        assert trained[key].equal(trained["model.embed_tokens.weight"])
+    assert any(not trained[k].equal(init[k]) for k in init)
+
+
+def test_deepspeed_dpo_with_precomputed_reference(tiny_model, data, tmp_path):
+    """precompute_ref_log_probs: the reference log-probs are computed once (their cache must be
+    visible to both processes) and the reference model is freed."""
+    out = tmp_path / "model"
+    summary = run(
+        train_cmd("dpo", "zero3", tiny_model, data, out, "max_steps=2",
+                  "per_device_train_batch_size=2", "precompute_ref_log_probs=true"),
+        tmp_path / "train.log",
+    )  # fmt: skip
+    assert summary["recipe"]["precompute_ref_log_probs"] is True
+    assert summary["global_step"] == 2 and summary["distributed"] == "DEEPSPEED ZeRO-3"
+    assert "Computing reference log probs" in summary["_log"]
+
+
+EQUIV = {  # name -> (accelerate config or None, per-device batch); global batch 4 for all
+    "one": (None, 4),
+    "ddp": ("ddp", 2),
+    "zero3": ("zero3", 2),
+    "zero3_accum": ("zero3", 1),  # 1 x 2 processes x 2 accumulation steps
+}
+
+
+@pytest.fixture(scope="module")
+def trajectories(tiny_model, data, tmp_path_factory) -> dict:
+    """Loss per step of SFT (4 steps, lr 1e-3 so that the loss moves) under each set-up."""
+    d = tmp_path_factory.mktemp("equiv")
+    found = {}
+    for name, (config, per_device) in EQUIV.items():
+        found[name] = run(
+            train_cmd("sft", config, tiny_model, data, d / name, "max_steps=4",
+                      "learning_rate=1e-3", f"per_device_train_batch_size={per_device}"),
+            d / f"{name}.log",
+        )  # fmt: skip
+    return found
+
+
+@pytest.mark.parametrize("name", ["ddp", "zero3", "zero3_accum"])
+def test_two_processes_match_one_at_the_same_global_batch(name, trajectories):
+    one, multi = trajectories["one"], trajectories[name]
+    per_device = EQUIV[name][1]
+    # the global-batch arithmetic: accumulation derived per world size
+    assert (one["world_size"], one["per_device_train_batch_size"]) == (1, 4)
+    assert one["gradient_accumulation_steps"] == 1
+    assert (multi["world_size"], multi["per_device_train_batch_size"]) == (2, per_device)
+    assert multi["gradient_accumulation_steps"] == 4 // (2 * per_device)
+    assert multi["global_batch_size"] == one["global_batch_size"] == 4
+    steps = [s for s, _ in one["loss_history"]]
+    assert steps == [1, 2, 3, 4] and [s for s, _ in multi["loss_history"]] == steps
+    losses = [loss for _, loss in one["loss_history"]]
+    assert losses[-1] < losses[0] - 0.05  # the trajectory really moves
+    for (_, a), (_, b) in zip(one["loss_history"], multi["loss_history"], strict=True):
+        assert b == pytest.approx(a, rel=LOSS_RTOL)
+
+
+def test_deepspeed_run_resumes_after_kill(tiny_model, data, tmp_path):
+    """SIGTERM (what Slurm and Snakemake send) a 2-process ZeRO-3 run after its first checkpoint;
+    the same command resumes from it, finishes, and the model loads and generates."""
+    out = tmp_path / "model"
+    ckpt = tmp_path / "model.ckpt"
+    cmd = train_cmd("sft", "zero3", tiny_model, data, out, "max_steps=30", "save_steps=2",
+                    "per_device_train_batch_size=2")  # fmt: skip
+    with (tmp_path / "first.log").open("w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 300
+    while not list(ckpt.glob("checkpoint-*/trainer_state.json")):
+        assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=120)
+    time.sleep(1)
+    assert not out.exists(), "a killed run must not leave a final model"
+    layout = {p.name for p in ckpt.glob("checkpoint-*/*")}
+    assert "latest" in layout and any(n.startswith("global_step") for n in layout)  # DeepSpeed's
+    summary = run(cmd, tmp_path / "second.log")
+    assert summary["resumed_from_step"] and summary["resumed_from_step"] >= 2
+    assert summary["global_step"] == 30
+    assert not ckpt.exists() and not out.with_name("model.tmp").exists()
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    ids = tok("What is 2 plus 2?", return_tensors="pt")
+    with torch.no_grad():
+        gen = model.generate(**ids, max_new_tokens=4, do_sample=False)
+    assert gen.shape[1] == ids["input_ids"].shape[1] + 4
+
+
+def test_workflow_dag_under_accelerate(workflow_dir, tiny_model):
+    """workflow/configs/multiproc.yaml layered on the default: every SFT and DPO job of the DAG
+    runs as 2 DeepSpeed ZeRO-3 processes, and the tables come out."""
+    from test_end_to_end import TABLE3_ROWS, check_tables, snakemake, tiny_config
+
+    wd = workflow_dir
+    cfg = tiny_config(tiny_model)
+    multiproc = yaml.safe_load((ROOT / "workflow/configs/multiproc.yaml").read_text())
+    cfg["training"].update(multiproc["training"])
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res = snakemake(wd, "--cores", "2")
+    assert res.returncode == 0, res.stderr[-4000:]
+    check_tables(wd / "results", TABLE3_ROWS, strict=False)
+    models = sorted((wd / "results/models").glob("*/*/train_summary.json"))
+    assert len(models) == 3 + 5  # SFT, SFT_fact, SFT_FLAME and the five DPO rows
+    for path in models:
+        summary = json.loads(path.read_text())
+        if summary.get("skipped"):  # an empty pair set at tiny scale: the SFT model, unchanged
+            continue
+        assert summary["world_size"] == 2, path
+        assert summary["distributed"] == "DEEPSPEED ZeRO-3", path
+    log = (wd / "results/logs/train_sft/SFT.log").read_text()
+    assert "2 per device x 2 processes" in log or "1 per device x 2 processes" in log
