@@ -2,6 +2,7 @@
 # inputs, and config checks that JSON Schema cannot express. No rule lives here.
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,10 @@ PY = (
     if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
     else sys.executable
 )
+
+# Steps print bad input as one `error: file:line: ...` line (flame.cli); in a rule's log the
+# traceback above it is kept too.
+os.environ.setdefault("FLAME_DEBUG", "1")
 
 SFT_VARIANTS = ["SFT", "SFT_fact", "SFT_FLAME"]
 DPO_RUNS = [
@@ -181,8 +186,8 @@ def data_args():
     d = config["data"]
     args = [f"--source {d['source']}", f"--seed {config['seed']}"]
     args += [f"--{k.replace('_', '-')} {v}" for k, v in d.items() if k.startswith("n_")]
-    for k, v in d.get("hub", {}).items():
-        args.append(f"--{k.replace('_', '-')} {v}")
+    for k, v in d.get("hub", {}).items():  # null: the set is left out
+        args.append(f"--{k.replace('_', '-')} {'none' if v is None else v}")
     return " ".join(args)
 
 
