@@ -30,8 +30,8 @@ def debugging() -> bool:
 def error_line(err: BaseException) -> str:
     """`error: <message>`; a message that already starts with "error:" keeps it once."""
     text = str(err.code if isinstance(err, SystemExit) else err).strip() or type(err).__name__
-    if isinstance(err, FileNotFoundError) and err.filename and str(err.filename) not in text:
-        text = f"{err.filename}: {err.strerror or text}"
+    if isinstance(err, OSError) and err.filename and err.strerror:  # "[Errno 2] ...: 'path'"
+        text = f"{err.filename}: {err.strerror}"
     first, *rest = text.splitlines()
     text = " ".join([first, *(line.strip() for line in rest)])
     return text if text.startswith("error:") else f"error: {text}"

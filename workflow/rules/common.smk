@@ -185,7 +185,14 @@ BASE_ENV = "../../envs/base.yaml"
 def data_args():
     d = config["data"]
     args = [f"--source {d['source']}", f"--seed {config['seed']}"]
-    args += [f"--{k.replace('_', '-')} {v}" for k, v in d.items() if k.startswith("n_")]
+    # config.yaml's keys stay under a --configfile that lacks them: the hub source takes only
+    # the evaluation-set sizes (null: the whole set)
+    only = "n_eval_" if d["source"] == "hub" else "n_"
+    args += [
+        f"--{k.replace('_', '-')} {v}"
+        for k, v in d.items()
+        if k.startswith(only) and v is not None
+    ]
     for k, v in d.get("hub", {}).items():  # null: the set is left out
         args.append(f"--{k.replace('_', '-')} {'none' if v is None else v}")
     return " ".join(args)
