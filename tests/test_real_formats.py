@@ -5,6 +5,7 @@ on the fixtures (a dry run of the whole DAG, a real run of the data stage)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -75,6 +76,28 @@ def test_oasst1_message_rows_rebuild_trees_and_count_every_drop():
         "reply_synthetic": 1,
         "duplicate": 1,  # the same prompt, another case and spacing
     }
+
+
+def test_oasst1_release_files_gzip_messages_and_nested_trees(tmp_path):
+    """The release's *.messages.jsonl.gz and *.trees.jsonl.gz give the same pairs."""
+    rows = [json.loads(line) for line in FILES["oasst1"].read_text().splitlines()]
+    with gzip.open(tmp_path / "oasst_ready.messages.jsonl.gz", "wt") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in rows))
+    nodes = {r["message_id"]: {**r, "replies": []} for r in rows}
+    trees = []
+    for r in rows:
+        if r["parent_id"] is None:
+            trees.append({"message_tree_id": r["message_id"], "tree_state": r["tree_state"],
+                          "prompt": nodes[r["message_id"]]})  # fmt: skip
+        else:
+            nodes[r["parent_id"]]["replies"].append(nodes[r["message_id"]])
+    for node in nodes.values():
+        del node["parent_id"], node["message_tree_id"]
+    with gzip.open(tmp_path / "oasst_ready.trees.jsonl.gz", "wt") as fh:
+        fh.write("".join(json.dumps(t) + "\n" for t in trees))
+    expected = load_oasst1_pairs(str(FILES["oasst1"]))
+    for name in ("oasst_ready.messages.jsonl.gz", "oasst_ready.trees.jsonl.gz"):
+        assert load_oasst1_pairs(str(tmp_path / name)) == expected, name
 
 
 def test_oasst1_bad_rows_name_file_and_line(tmp_path):
@@ -159,6 +182,40 @@ def test_missing_fava_leaves_its_columns_empty_with_a_note(tmp_path):
     # a set that is configured but whose file is missing is an error, not a silent empty column
     with pytest.raises(FileNotFoundError, match="--fava .*nope.json: no such file.*fava: null"):
         data_main(hub_args(out, fava=tmp_path / "nope.json"))
+
+
+def test_tables_note_a_missing_set(tmp_path):
+    """An empty FAVA set (what flame.evaluate writes for no records) gives empty FAVA cells and
+    the manifest's reason under the tables; the other columns are filled."""
+    from flame.factscore import aggregate
+    from flame.tables import main as tables_main
+
+    data = tmp_path / "data"
+    data_main(hub_args(data, fava="none"))
+    scored = {"abstained": False, "n_facts": 2, "n_supported": 1, "score": 0.5}
+    for model in ["PT", "SFT", "SFT_fact"]:
+        fact = {
+            "bio": {**aggregate([scored], gamma=0), "mean_length_chars": 10.0},
+            "alpaca_fact": {**aggregate([scored], gamma=0), "mean_length_chars": 10.0},
+            "fava": {**aggregate([], gamma=0), "mean_length_chars": None},
+        }
+        (tmp_path / "eval" / model).mkdir(parents=True)
+        (tmp_path / "eval" / model / "factuality.json").write_text(json.dumps(fact))
+    out = tmp_path / "tables"
+    tables_main(
+        ["--eval-dir", str(tmp_path / "eval"), "--dpo-dir", str(tmp_path / "dpo"),
+         "--out-dir", str(out), "--table2-rows", "PT", "SFT", "SFT_fact",
+         "--table3-rows", "SFT", "--data-manifest", str(data / "manifest.json")]
+    )  # fmt: skip
+    md = (out / "table2_sft.md").read_text()
+    assert "Note: eval/fava was not built, its columns are empty: FAVA: not given" in md
+    row = next(line for line in md.splitlines() if line.startswith("| SFT |"))
+    cells = [c.strip() for c in row.split("|")[2:-1]]  # Win, Bio x3, AF x3, FAVA x3
+    assert all(c.startswith("- (") for c in cells[7:]) and cells[1].startswith("50.0 (")
+    header, sft = (out / "table2_sft.csv").read_text().splitlines()[:3:2]
+    cells = dict(zip(header.split(","), sft.split(","), strict=True))
+    assert cells["bio_fs"] == "50.0000" and cells["fava_fs"] == ""
+    assert "Note:" not in (out / "table11_pairs.md").read_text()
 
 
 # ------------------------------------------------------------------ FActScore CLI input

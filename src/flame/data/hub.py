@@ -1,12 +1,15 @@
 """The paper's real data: OASST1 seed pairs, AlpacaEval, FActScore entities, FAVA, DPO prompts.
 
-Each loader takes a local file (.jsonl, .json, .parquet, .csv, .txt) or a Hugging Face dataset
-(an id such as "OpenAssistant/oasst1", or an hf:// file path) read with datasets.load_dataset.
+Each loader takes a local file (.jsonl, .jsonl.gz, .json, .parquet, .csv, .txt) or a Hugging Face
+dataset (an id such as "OpenAssistant/oasst1", or an hf:// file path) read with
+datasets.load_dataset.
 Local JSONL errors name file:line; other formats name the file and row.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 import math
 import random
@@ -49,6 +52,8 @@ def load_table(source: str, split: str = "train") -> list[tuple[str, dict[str, A
     path = Path(source)
     if path.exists():
         suffix = path.suffix.lower()
+        if path.name.lower().endswith(".jsonl.gz"):  # OASST1's release files
+            return _read_jsonl_gz(path)
         if suffix == ".jsonl":
             rows = zip(read_jsonl(path), line_numbers(path), strict=True)
             return [(f"{path}:{n}", r) for r, n in rows]
@@ -90,6 +95,22 @@ def load_table(source: str, split: str = "train") -> list[tuple[str, dict[str, A
     else:
         ds = datasets.load_dataset(source, split=split)
     return [(f"{source} [{split}] row {i}", dict(r)) for i, r in enumerate(ds)]
+
+
+def _read_jsonl_gz(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    rows = []
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RecordError(f"{path}:{n}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise RecordError(f"{path}:{n}: expected a JSON object")
+            rows.append((f"{path}:{n}", row))
+    return rows
 
 
 def _clean(row: dict) -> dict:

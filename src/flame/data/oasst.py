@@ -1,9 +1,10 @@
 """OASST1 seed pairs: message trees rebuilt from parent_id, first turns with their rank-0 reply.
 
-OASST1 (HF OpenAssistant/oasst1, or the release's *.messages.jsonl) has one row per message:
+OASST1 (HF OpenAssistant/oasst1, or the release's *.messages.jsonl.gz) has one row per message:
 message_id, parent_id (null for a tree's root prompt), role (prompter | assistant), text, lang,
 rank (null, or 0..n among ranked siblings; 0 = best), deleted, synthetic, review_result,
-message_tree_id (the root's message_id), and more fields this loader ignores.
+message_tree_id (the root's message_id), and more fields this loader ignores. The release's
+*.trees.jsonl.gz (one nested tree a line, replies under each message) is flattened to the same.
 
 A seed pair is a root prompt in `lang` and its rank-0 assistant reply. How the quirks are handled:
 - deleted, synthetic (model-written) and review-failed (review_result false) messages are not
@@ -39,10 +40,28 @@ def _unusable(row: dict) -> str | None:
     return None
 
 
+def flatten_trees(rows: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """Message rows from the release's *.trees.jsonl(.gz) layout ({message_tree_id, tree_state,
+    prompt: {message fields, replies: [...]}}); message rows pass through unchanged."""
+    out = []
+    for where, row in rows:
+        if not isinstance(row.get("prompt"), dict) or "message_id" in row:
+            out.append((where, row))
+            continue
+        stack = [(row["prompt"], None)]
+        while stack:
+            node, parent = stack.pop()
+            msg = {"parent_id": parent, "message_tree_id": row.get("message_tree_id"), **node}
+            out.append((f"{where} (message {node.get('message_id')})", msg))
+            replies = node.get("replies") or []
+            stack.extend((r, node.get("message_id")) for r in reversed(replies))
+    return out
+
+
 def read_messages(rows: list[tuple[str, dict]]) -> dict[str, tuple[str, dict]]:
     """{message_id: (where, row)} with the fields checked; errors name file:line."""
     messages: dict[str, tuple[str, dict]] = {}
-    for where, row in rows:
+    for where, row in flatten_trees(rows):
         missing = [k for k in NEEDED if k not in row]
         if missing:
             raise RecordError(f"{where}: missing field(s) {', '.join(missing)}")
