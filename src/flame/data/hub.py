@@ -87,13 +87,21 @@ def load_table(source: str, split: str = "train") -> list[tuple[str, dict[str, A
         raise RecordError(f"{path}: unsupported file type {suffix!r} (jsonl/json/parquet/csv/txt)")
     import datasets
 
-    if source.startswith("hf://"):
-        builder = HF_BUILDERS.get(Path(source).suffix.lower())
-        if builder is None:
-            raise RecordError(f"{source}: cannot tell the file format from the name")
-        ds = datasets.load_dataset(builder, data_files=source, split="train")
-    else:
-        ds = datasets.load_dataset(source, split=split)
+    try:
+        if source.startswith("hf://"):
+            builder = HF_BUILDERS.get(Path(source).suffix.lower())
+            if builder is None:
+                raise RecordError(f"{source}: cannot tell the file format from the name")
+            ds = datasets.load_dataset(builder, data_files=source, split="train")
+        else:
+            ds = datasets.load_dataset(source, split=split)
+    except RecordError:
+        raise
+    except Exception as err:  # offline, unknown id, no such split: say what to do instead
+        raise OSError(
+            f"{source}: cannot load it from the Hugging Face hub ({type(err).__name__}: "
+            f"{str(err)[:200]}); give a local file instead"
+        ) from err
     return [(f"{source} [{split}] row {i}", dict(r)) for i, r in enumerate(ds)]
 
 
@@ -192,9 +200,8 @@ def given(value: str | None) -> str | None:
     return None if value is None or value.strip().lower() in NOT_GIVEN else value
 
 
-def _load(loader, option: str, value: str, drops: dict[str, Counter]):
-    """loader(value) with its drops counted under `option`; a missing local file names the
-    option and says how to leave the set out."""
+def _check_file(option: str, value: str) -> None:
+    """A missing local file names the option and says how to leave the set out."""
     path = Path(value)
     if not path.exists() and (
         path.suffix.lower() in LOCAL_SUFFIXES or value.startswith((".", "/"))
@@ -204,6 +211,11 @@ def _load(loader, option: str, value: str, drops: dict[str, Counter]):
         if option in {o for o, _ in EVAL_FILES.values()}:
             hint += f", or leave the set out with data.hub.{option}: null ({flag} none)"
         raise FileNotFoundError(f"{flag} {value}: no such file ({hint})")
+
+
+def _load(loader, option: str, value: str, drops: dict[str, Counter]):
+    """loader(value) with its drops counted under `option`."""
+    _check_file(option, value)
     return loader(value, drops=drops.setdefault(option, Counter()))
 
 
@@ -213,6 +225,9 @@ def build_hub(opts: HubOptions, reserved: list[str]) -> tuple[dict[str, list[dic
     (AlpacaEval holds OASST prompts). Returns ({split: records}, {"info": manifest info})."""
     if not given(opts.oasst1):
         raise ValueError("--oasst1 is required with --source hub (the SFT seed pairs)")
+    for option in ("oasst1", "dpo_prompts", *(o for o, _ in EVAL_FILES.values())):
+        if given(getattr(opts, option)):  # every path checked before any (slow) loading
+            _check_file(option, getattr(opts, option))
     rng = random.Random(opts.seed)
     drops: dict[str, Counter] = {}
     missing = {}
