@@ -184,6 +184,32 @@ def test_missing_fava_leaves_its_columns_empty_with_a_note(tmp_path):
         data_main(hub_args(out, fava=tmp_path / "nope.json"))
 
 
+def test_an_empty_set_flows_through_generation_and_evaluation(tmp_path, tiny_model):
+    """What the workflow does with a left-out FAVA: generate writes an empty file and evaluate
+    gives the set null scores (the tables print them as empty cells)."""
+    from flame.evaluate import main as evaluate_main
+    from flame.generate import main as generate_main
+    from flame.knowledge import build
+
+    data = tmp_path / "data"
+    data_main(hub_args(data, fava="none", n_seed=2))
+    bio, fava = data / "eval/bio.jsonl", data / "eval/fava.jsonl"
+    gens = [tmp_path / "bio.jsonl", tmp_path / "fava.jsonl"]
+    spec = json.dumps({"source": str(tiny_model), "batch_size": 8})
+    generate_main(["--model", spec, "--inputs", str(bio), str(fava), "--outs", *map(str, gens),
+                   "--max-new-tokens", "4", "--temperature", "0"])  # fmt: skip
+    assert len(read_jsonl(gens[0])) == 4 and read_jsonl(gens[1]) == []
+    build(f"sqlite:{DB}", tmp_path / "kb", max_passage_tokens=64)
+    evaluate_main(
+        ["--sets", f"bio={gens[0]}:topic", f"fava={gens[1]}:open", "--knowledge",
+         str(tmp_path / "kb"), "--verifier", spec, "--unit", "sentence", "--k", "1",
+         "--out", str(tmp_path / "factuality.json"), "--facts-dir", str(tmp_path / "facts")]
+    )  # fmt: skip
+    summary = read_json(tmp_path / "factuality.json")
+    assert summary["bio"]["n_items"] == 4 and summary["fava"]["n_items"] == 0
+    assert summary["fava"]["factscore"] is None and summary["fava"]["mean_length_chars"] is None
+
+
 def test_tables_note_a_missing_set(tmp_path):
     """An empty FAVA set (what flame.evaluate writes for no records) gives empty FAVA cells and
     the manifest's reason under the tables; the other columns are filled."""
