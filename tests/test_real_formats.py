@@ -14,6 +14,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -79,7 +80,8 @@ def test_oasst1_message_rows_rebuild_trees_and_count_every_drop():
 
 
 def test_oasst1_release_files_gzip_messages_and_nested_trees(tmp_path):
-    """The release's *.messages.jsonl.gz and *.trees.jsonl.gz give the same pairs."""
+    """The release's *.messages.jsonl.gz and *.trees.jsonl.gz, and HF's Parquet, give the same
+    pairs."""
     rows = [json.loads(line) for line in FILES["oasst1"].read_text().splitlines()]
     with gzip.open(tmp_path / "oasst_ready.messages.jsonl.gz", "wt") as fh:
         fh.write("".join(json.dumps(r) + "\n" for r in rows))
@@ -95,8 +97,10 @@ def test_oasst1_release_files_gzip_messages_and_nested_trees(tmp_path):
         del node["parent_id"], node["message_tree_id"]
     with gzip.open(tmp_path / "oasst_ready.trees.jsonl.gz", "wt") as fh:
         fh.write("".join(json.dumps(t) + "\n" for t in trees))
+    pd.DataFrame(rows).to_parquet(tmp_path / "train-00000-of-00001.parquet")  # the HF files
     expected = load_oasst1_pairs(str(FILES["oasst1"]))
-    for name in ("oasst_ready.messages.jsonl.gz", "oasst_ready.trees.jsonl.gz"):
+    names = ["oasst_ready.messages.jsonl.gz", "oasst_ready.trees.jsonl.gz"]
+    for name in [*names, "train-00000-of-00001.parquet"]:
         assert load_oasst1_pairs(str(tmp_path / name)) == expected, name
 
 

@@ -31,11 +31,11 @@ NEEDED = ("message_id", "parent_id", "role", "text")
 
 def _unusable(row: dict) -> str | None:
     """Why a message cannot be used by itself (None: it can)."""
-    if row.get("deleted") is True:
+    if row.get("deleted"):  # bools may be numpy's (from Parquet)
         return "deleted"
-    if row.get("synthetic") is True:
+    if row.get("synthetic"):
         return "synthetic"
-    if row.get("review_result") is False:
+    if row.get("review_result") is not None and not row["review_result"]:
         return "review_failed"
     return None
 
