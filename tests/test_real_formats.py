@@ -339,6 +339,21 @@ def test_run_turns_bad_input_into_one_line_and_status_2(capsys, monkeypatch):
     assert error_line(missing) == "error: a/b.json: No such file or directory"
 
 
+def test_every_step_entry_point_goes_through_flame_cli():
+    mains = [
+        p
+        for p in (ROOT / "src/flame").rglob("*.py")
+        if "\nif __name__ ==" in p.read_text() or p.name == "__main__.py"
+    ]
+    assert len(mains) >= 17
+    for path in mains:
+        text = path.read_text()
+        if path.name == "__main__.py" and "def main" not in text:
+            assert text.rstrip().endswith("run(main)"), path
+        elif 'if __name__ == "__main__":' in text:
+            assert text.rstrip().endswith('if __name__ == "__main__":\n    run(main)'), path
+
+
 def test_steps_print_one_error_line(tmp_path):
     bad = tmp_path / "gens.jsonl"
     bad.write_text(json.dumps({"prompt": "p", "response": "r"}) + "\n{not json\n")
