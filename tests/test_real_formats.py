@@ -407,6 +407,8 @@ def test_paper_config_on_fixtures_dry_run(paper_on_fixtures):
     for key, path in FILES.items():
         assert f"--{key.replace('_', '-')} {path}" in command
     assert "--knowledge" in res.stdout and f"sqlite:{DB}" in res.stdout
+    build = res.stdout[res.stdout.index("rule build_data:") :].split("\n\n")[0]
+    assert all(str(path) in build.split("output:")[0] for path in FILES.values())  # inputs
 
 
 def test_paper_config_on_fixtures_builds_data(paper_on_fixtures):
@@ -425,3 +427,13 @@ def test_paper_config_on_fixtures_builds_data(paper_on_fixtures):
     assert set(read_json(wd / "results/data/manifest.json")["info"]["missing_sets"]) == {
         "eval/fava"
     }
+    # a wrong path: the job fails; its log has the traceback and ends with the error line
+    cfg["data"]["hub"]["fava"] = "data/fava/annotations.json"
+    (wd / "paper_fixtures.yaml").write_text(yaml.safe_dump(cfg))
+    res = snakemake(wd, "--cores", "1", "--force", "results/data/manifest.json")
+    log = (wd / "results/logs/build_data.log").read_text()
+    assert res.returncode != 0 and "Traceback" in log
+    assert log.splitlines()[-1] == (
+        "error: --fava data/fava/annotations.json: no such file (fix the path, or leave the set "
+        "out with data.hub.fava: null (--fava none))"
+    )

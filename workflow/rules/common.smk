@@ -198,6 +198,13 @@ def data_args():
     return " ".join(args)
 
 
+def data_files():
+    """The local files data.hub names, as build_data's inputs (a changed file re-runs it; a
+    missing one is reported by the job, naming the option)."""
+    hub = config["data"].get("hub", {}) if config["data"]["source"] == "hub" else {}
+    return [v for v in hub.values() if isinstance(v, str) and Path(v).is_file()]
+
+
 def sft_training_data(wc):
     # SFT trains on the human answers of the seed set: it needs no classification, so the
     # SFT model can be the classifier (as in the paper).
