@@ -63,12 +63,10 @@ def drop_label_overlap(labels: list[dict], splits: dict[str, list[dict]]) -> tup
     kept = [r for r in labels if norm(r["instruction"]) not in in_eval]
     dropped = [r for r in labels if norm(r["instruction"]) in in_eval]
     counts = Counter(f"in_{in_eval[norm(r['instruction'])]}" for r in dropped)
-    if dropped:
-        log.info("classifier labels also in an evaluation set, left out: %d", len(dropped))
-    return kept, {
-        **dict(sorted(counts.items())),
-        "ids": [r["id"] for r in dropped],
-    } if dropped else {}
+    if not dropped:
+        return kept, {}
+    log.info("classifier labels also in an evaluation set, left out: %d", len(dropped))
+    return kept, {**dict(sorted(counts.items())), "ids": [r["id"] for r in dropped]}
 
 
 def build(source: str, opts, classifier_labels: str | None = None):
