@@ -396,6 +396,25 @@ def snakemake(wd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=wd, capture_output=True, text=True, timeout=300, env=env)
 
 
+def test_paper_config_sets_every_key_of_the_embedded_config():
+    """`--configfile paper.yaml` adds to config.yaml (the Snakefile loads it first): a key that
+    paper.yaml leaves out would keep its toy value (e.g. data.n_eval_bio: 3, dpo.use_lora)."""
+    small = yaml.safe_load((ROOT / "config.yaml").read_text())
+    paper = yaml.safe_load((ROOT / "workflow/configs/paper.yaml").read_text())
+
+    def leaks(a, b, path):
+        for key, value in a.items():
+            if key not in b:
+                yield f"{path}{key}"
+            elif isinstance(value, dict) and isinstance(b[key], dict):
+                yield from leaks(value, b[key], f"{path}{key}.")
+
+    embedded_only = {
+        f"data.n_{s}" for s in ("seed_fact", "seed_nonfact", "dpo_fact", "dpo_nonfact")
+    }
+    assert set(leaks({k: v for k, v in small.items() if k != "models"}, paper, "")) == embedded_only
+
+
 def test_paper_config_on_fixtures_dry_run(paper_on_fixtures):
     res = snakemake(paper_on_fixtures, "-n", "-p", "--cores", "8")
     assert res.returncode == 0, res.stderr
