@@ -430,6 +430,7 @@ def test_paper_config_on_fixtures_dry_run(paper_on_fixtures):
     assert all(str(path) in build.split("output:")[0] for path in FILES.values())  # inputs
 
 
+@pytest.mark.slow  # three Snakemake runs: 14-27 s on the shared 2-core machine
 def test_paper_config_on_fixtures_builds_data(paper_on_fixtures):
     wd = paper_on_fixtures
     res = snakemake(wd, "--cores", "1", "results/data/manifest.json")
