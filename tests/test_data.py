@@ -145,9 +145,9 @@ def test_cli_writes_all_files(tmp_path):
     assert manifest["options"]["seed"] == 3 and manifest["source"] == "embedded"
     assert read_jsonl(out / "classifier_labels.jsonl") == load_classifier_labels()
     assert not list(out.rglob("*.tmp"))
-    with pytest.raises(SystemExit, match="--n-eval-bio"):
+    with pytest.raises(CountError, match="--n-eval-bio"):
         main(["build", "--out-dir", str(out), "--n-eval-bio", "100000"])
-    with pytest.raises(SystemExit, match="--n-seed applies to --source hub"):
+    with pytest.raises(ValueError, match="--n-seed applies to --source hub"):
         main(["build", "--out-dir", str(out), "--n-seed", "5"])
 
 
@@ -311,7 +311,7 @@ def test_hub_build_from_local_files(hub_files, tmp_path):
         "Tell me a bio of Ada Lovelace.",
         "Tell me a bio of Alan Turing.",
     ]
-    assert read_json(out / "manifest.json")["info"]["dropped_overlapping"]["oasst1"] == 1
+    assert read_json(out / "manifest.json")["info"]["dropped"]["seed"] == {"in_eval/alpaca": 1}
     main([*args, "--dpo-prompts", str(hub_files["dpo"])])
     dpo = read_jsonl(out / "dpo.jsonl")
     seed_texts = {r["instruction"] for r in read_jsonl(out / "seed.jsonl")}
@@ -319,12 +319,10 @@ def test_hub_build_from_local_files(hub_files, tmp_path):
     assert not seed_texts & {r["instruction"] for r in dpo}
     assert "Explain how tides work." not in {r["instruction"] for r in dpo}  # an eval item
     assert len(dpo) == 6 - 2 - 1
-    with pytest.raises(SystemExit, match="--n-seed=9 exceeds"):
+    with pytest.raises(ValueError, match="--n-seed=9 exceeds"):
         main([*args[:-1], "9"])
-    with pytest.raises(SystemExit, match="--n-eval-fava=5"):
+    with pytest.raises(ValueError, match="--n-eval-fava=5"):
         main([*args, "--n-eval-fava", "5"])
-    with pytest.raises(SystemExit, match="--fava is required"):
-        main(args[:-4] + ["--n-seed", "2"])
 
 
 def test_same_files_across_processes(tmp_path):

@@ -339,9 +339,10 @@ def test_cli_rejects_malformed_lines_and_unbuilt_knowledge(kb, tmp_path):
     ]
     ok = {"prompt": "p", "response": "r"}
     for bad, message in [
-        ({"prompt": "p"}, "needs 'response'"),
-        ({"response": "r"}, "needs a 'prompt' or 'instruction'"),
-        ({"prompt": "p", "responses": ["a", 3]}, "needs 'response'"),
+        ({"prompt": "p"}, "needs a response: 'response' or 'output'"),
+        ({"response": "r"}, "needs a prompt \\('prompt' or 'instruction'"),
+        ({"prompt": "p", "responses": ["a", 3]}, "needs a response"),
+        ({"topic": 3, "output": "r"}, "topic field 'topic' must be a string"),
         ("{not json", "not valid JSON"),
     ]:
         write_gens(gens, [ok, "", bad])

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from flame.cli import run
 from flame.io import json_arg, read_jsonl, setup_logging, write_json, write_jsonl
 from flame.lm import LM, load_lm
 from flame.prompts import classify_prompt
@@ -119,4 +120,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -21,6 +21,7 @@ import logging
 import statistics
 from pathlib import Path
 
+from flame.cli import run
 from flame.factscore.options import add_scorer_args, build_scorer, load_models
 from flame.io import read_jsonl, setup_logging, write_json, write_jsonl
 
@@ -102,4 +103,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

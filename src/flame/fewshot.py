@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from flame.cli import run
 from flame.io import json_arg, read_jsonl, setup_logging, write_jsonl
 from flame.lm import Sampling, load_lm
 from flame.prompts import FEWSHOT_STOP, fewshot_prompt
@@ -131,4 +132,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

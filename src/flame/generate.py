@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from flame.cli import run
 from flame.io import json_arg, read_jsonl, setup_logging, write_jsonl
 from flame.lm import Prompt, Sampling, load_lm
 
@@ -75,4 +76,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from flame.cli import run
 from flame.factscore.sentences import split_sentences
 from flame.io import read_json, read_jsonl, setup_logging, write_json, write_jsonl
 from flame.retrieval import RETRIEVERS, get_retriever
@@ -321,4 +322,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

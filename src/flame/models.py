@@ -22,6 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
+from flame.cli import run
 from flame.io import setup_logging
 from flame.lm.hf import FINGERPRINT_FILE
 
@@ -130,4 +131,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

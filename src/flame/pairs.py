@@ -25,6 +25,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
+from flame.cli import run
 from flame.io import read_jsonl, setup_logging, write_json, write_jsonl
 
 log = logging.getLogger("flame.pairs")
@@ -147,4 +148,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

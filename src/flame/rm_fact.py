@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from flame.cli import run
 from flame.factscore.options import add_scorer_args, build_scorer, load_models
 from flame.io import read_jsonl, setup_logging, write_jsonl
 
@@ -73,4 +74,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

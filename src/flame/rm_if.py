@@ -26,6 +26,7 @@ import logging
 import math
 import statistics
 
+from flame.cli import run
 from flame.io import json_arg, read_jsonl, setup_logging, write_jsonl
 from flame.lm import Sampling, load_lm
 from flame.prompts import parse_score, rubric_prompt
@@ -114,4 +115,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

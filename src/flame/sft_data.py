@@ -21,6 +21,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from flame.cli import run
 from flame.io import read_jsonl, setup_logging, write_json, write_jsonl
 
 log = logging.getLogger("flame.sft_data")
@@ -91,4 +92,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -6,7 +6,8 @@ table11_pairs.{csv,md} (DPO pair counts). FActScore columns are percentages (FLA
 penalty); C/E are the mean numbers of correct / erroneous facts per response. A cell that does
 not apply (the PT row outside Bio, a baseline's win rate against itself is 50) follows the paper.
 
-Reads, under --eval-dir: MODEL/factuality.json, MODEL/alpaca.jsonl, winrate_table2.json,
+A set the data stage left out (--data-manifest's info.missing_sets) gets a note under the
+tables. Reads, under --eval-dir: MODEL/factuality.json, MODEL/alpaca.jsonl, winrate_table2.json,
 winrate_table3.json; under --dpo-dir: SFT_MODEL/pair_counts.json.
 
 Example:
@@ -23,6 +24,7 @@ import math
 import statistics
 from pathlib import Path
 
+from flame.cli import run
 from flame.io import read_json, read_jsonl, write_text
 
 SETS = {"bio": "bio", "af": "alpaca_fact", "fava": "fava"}
@@ -152,6 +154,17 @@ def pair_counts(dpo_dir: Path, ref: dict) -> tuple[str, str]:
     return "\n".join(csv) + "\n", "\n".join(md) + "\n"
 
 
+def missing_note(manifest: Path | None) -> str:
+    """A note for under each table: the evaluation sets the data manifest says were left out."""
+    if manifest is None or not manifest.exists():
+        return ""
+    missing = read_json(manifest).get("info", {}).get("missing_sets", {})
+    notes = [
+        f"Note: {s} was not built, its columns are empty: {why}." for s, why in missing.items()
+    ]
+    return "".join(f"\n{n}\n" for n in notes)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -161,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out-dir", required=True, type=Path)
     ap.add_argument("--table2-rows", nargs="+", required=True)
     ap.add_argument("--table3-rows", nargs="+", required=True)
+    ap.add_argument("--data-manifest", type=Path, help="the data stage's manifest.json (notes)")
     args = ap.parse_args(argv)
     ref = paper()
     labels = ref["row_labels"]
@@ -180,6 +194,10 @@ def main(argv: list[str] | None = None) -> None:
         ),
         "table11_pairs": pair_counts(args.dpo_dir, ref["table11_pairs"]),
     }
+    note = missing_note(args.data_manifest)
+    outputs = {
+        k: (csv, md if k == "table11_pairs" else md + note) for k, (csv, md) in outputs.items()
+    }
     for name, (csv, md) in outputs.items():
         write_text(args.out_dir / f"{name}.csv", csv)
         write_text(args.out_dir / f"{name}.md", md)
@@ -187,4 +205,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

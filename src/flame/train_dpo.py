@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from flame import training
+from flame.cli import run
 from flame.io import RecordError, setup_logging, write_json
 
 log = logging.getLogger("flame.train_dpo")
@@ -186,4 +187,4 @@ def main(
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from flame import training
+from flame.cli import run
 from flame.io import setup_logging
 
 log = logging.getLogger("flame.train_sft")
@@ -92,4 +93,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

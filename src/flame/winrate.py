@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from flame.cli import run
 from flame.io import json_arg, read_jsonl, setup_logging, write_json
 from flame.lm import load_lm, pick
 from flame.prompts import pairwise_prompt
@@ -92,4 +93,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -2,6 +2,7 @@
 # inputs, and config checks that JSON Schema cannot express. No rule lives here.
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,10 @@ PY = (
     if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
     else sys.executable
 )
+
+# Steps print bad input as one `error: file:line: ...` line (flame.cli); in a rule's log the
+# traceback above it is kept too.
+os.environ.setdefault("FLAME_DEBUG", "1")
 
 SFT_VARIANTS = ["SFT", "SFT_fact", "SFT_FLAME"]
 DPO_RUNS = [
@@ -194,10 +199,24 @@ BASE_ENV = "../../envs/base.yaml"
 def data_args():
     d = config["data"]
     args = [f"--source {d['source']}", f"--seed {config['seed']}"]
-    args += [f"--{k.replace('_', '-')} {v}" for k, v in d.items() if k.startswith("n_")]
-    for k, v in d.get("hub", {}).items():
-        args.append(f"--{k.replace('_', '-')} {v}")
+    # config.yaml's keys stay under a --configfile that lacks them: the hub source takes only
+    # the evaluation-set sizes (null: the whole set)
+    only = "n_eval_" if d["source"] == "hub" else "n_"
+    args += [
+        f"--{k.replace('_', '-')} {v}"
+        for k, v in d.items()
+        if k.startswith(only) and v is not None
+    ]
+    for k, v in d.get("hub", {}).items():  # null: the set is left out
+        args.append(f"--{k.replace('_', '-')} {'none' if v is None else v}")
     return " ".join(args)
+
+
+def data_files():
+    """The local files data.hub names, as build_data's inputs (a changed file re-runs it; a
+    missing one is reported by the job, naming the option)."""
+    hub = config["data"].get("hub", {}) if config["data"]["source"] == "hub" else {}
+    return [v for v in hub.values() if isinstance(v, str) and Path(v).is_file()]
 
 
 def sft_training_data(wc):

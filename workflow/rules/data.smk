@@ -2,6 +2,8 @@
 
 
 rule build_data:
+    input:
+        data_files(),
     output:
         seed=f"{R}/data/seed.jsonl",
         dpo_prompts=f"{R}/data/dpo.jsonl",

@@ -8,6 +8,7 @@ rule tables:
         ),
         winrates=expand(f"{R}/eval/winrate_{{table}}.json", table=["table2", "table3"]),
         pair_counts=expand(f"{R}/dpo/{{policy}}/pair_counts.json", policy=POLICY_INITS),
+        data_manifest=rules.build_data.output.manifest,
     output:
         **{
             f"{t}_{ext}": report(
@@ -33,4 +34,4 @@ rule tables:
     shell:
         "{params.py} -m flame.tables --eval-dir {params.eval_dir} --dpo-dir {params.dpo_dir}"
         " --out-dir {params.out_dir} --table2-rows {params.rows2} --table3-rows {params.rows3}"
-        " > {log} 2>&1"
+        " --data-manifest {input.data_manifest} > {log} 2>&1"

