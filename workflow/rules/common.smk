@@ -140,15 +140,51 @@ def recipe_args(section, keys_to_skip=()):
     )
 
 
+TRAIN_NODES = config.get("training", {}).get("nodes", 1)
+
+
 def launcher():
     """How training steps start: plain python, or accelerate (DDP/DeepSpeed on GPUs)."""
     t = config.get("training", {})
+    if TRAIN_NODES > 1:  # one accelerate launcher per node (flame.launch), under srun
+        return (
+            f"srun --nodes {TRAIN_NODES} --ntasks-per-node 1 --kill-on-bad-exit=1"
+            f" {PY} -m flame.launch --config_file {t['accelerate_config']}"
+            f" --num_processes {t['num_processes']} --"
+        )
     if t.get("launcher", "python") == "accelerate":
         return (
             f"accelerate launch --config_file {t['accelerate_config']} "
             f"--num_processes {t['num_processes']}"
         )
     return PY
+
+
+def train_resources():
+    """Extra Slurm resources of the training rules: with training.nodes > 1 the job takes that many
+    nodes, one task each, and runs its own srun (the plugin's `mpi` jobs: no srun around the rule's
+    command; tasks_per_gpu 0 keeps the tasks from becoming --ntasks-per-gpu)."""
+    if TRAIN_NODES == 1:
+        return {}
+    return dict(nodes=TRAIN_NODES, tasks=TRAIN_NODES, mpi="srun", tasks_per_gpu=0)
+
+
+def check_training():
+    t = config.get("training", {})
+    if TRAIN_NODES == 1:
+        return
+    if t.get("launcher", "python") != "accelerate":
+        raise ValueError(
+            "config training.nodes > 1 needs training.launcher: accelerate"
+        )
+    if t.get("num_processes", 1) % TRAIN_NODES:
+        raise ValueError(
+            f"config training.num_processes ({t.get('num_processes', 1)}) must be a multiple"
+            f" of training.nodes ({TRAIN_NODES}): it is the world size over all nodes"
+        )
+
+
+check_training()
 
 
 def conda_env(*roles, policy_backend=False):
