@@ -70,7 +70,17 @@ wait_for() {  # wait_for SECONDS WHAT COMMAND...
   exit 1
 }
 
+MARK="written by workflow/scripts/local-slurm.sh"
+
+ours() {  # a Slurm config this script did not write belongs to a real cluster: leave it alone
+  [ ! -e "$1" ] || grep -q "$MARK" "$1" || {
+    echo "local-slurm.sh: $1 was not written by this script (a real cluster?); not touching it" >&2
+    exit 1
+  }
+}
+
 write_if_changed() {  # write_if_changed FILE MODE < content; prints "changed" when it changed
+  ours "$1"
   local tmp; tmp=$(mktemp)
   cat > "$tmp"
   if [ -f "$1" ] && cmp -s "$tmp" "$1"; then rm -f "$tmp"; return; fi
@@ -222,6 +232,7 @@ start() {
 
 stop() {
   need_root
+  ours "$ETC/slurm.conf"
   local p
   for p in /run/slurmd-*.pid /run/slurmctld.pid /run/slurmdbd.pid /run/mysqld/mysqld.pid; do
     stop_pid "$p"
