@@ -103,10 +103,12 @@ def command(p: dict, config_file: str, script: list[str], node_name: str = "") -
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if "--" not in argv:
-        raise SystemExit("usage: python -m flame.launch [options] -- -m flame.train_sft ARGS")
-    split = argv.index("--")
-    ap = argparse.ArgumentParser(prog="python -m flame.launch", description=__doc__.split("\n")[0])
+    split = argv.index("--") if "--" in argv else len(argv)
+    ap = argparse.ArgumentParser(
+        prog="python -m flame.launch",
+        usage="%(prog)s --config_file C --num_processes N [--port P] -- -m flame.train_sft ARGS",
+        description=__doc__.split("\n")[0],
+    )
     ap.add_argument("--config_file", required=True, help="accelerate config (workflow/accelerate/)")
     ap.add_argument("--num_processes", type=int, required=True, help="world size, all nodes")
     ap.add_argument("--port", type=int, help="main process port (default: from the job id)")
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv[:split])
     script = argv[split + 1 :]
     if not script:
-        raise SystemExit("flame.launch: nothing to launch after --")
+        ap.error("nothing to launch: add -- and the training command (-m flame.train_sft ...)")
     try:
         p = plan(os.environ, args.num_processes, args.port)
     except SlurmEnvError as exc:
