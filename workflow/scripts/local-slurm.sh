@@ -234,7 +234,8 @@ stop() {
   need_root
   ours "$ETC/slurm.conf"
   local p
-  for p in /run/slurmd-*.pid /run/slurmctld.pid /run/slurmdbd.pid /run/mysqld/mysqld.pid; do
+  for p in /run/slurmd-*.pid /run/slurmctld.pid /run/slurmdbd.pid /run/mysqld/mysqld.pid \
+           /run/munge/munged.pid; do
     stop_pid "$p"
   done
 }
