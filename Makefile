@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 CORES  ?= 2
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-fast lint dryrun clean
+.PHONY: install demo test test-fast lint dryrun clean slurm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: install
 
 dryrun: install
 	$(BIN)/snakemake -n --cores $(CORES)
+
+# a local Slurm cluster (root; the Slurm tests start it themselves): see README, "Slurm"
+slurm:
+	workflow/scripts/local-slurm.sh start --accounting
 
 clean:
 	rm -rf results/* .snakemake

@@ -103,6 +103,11 @@ def test_training_chain_threads_and_priorities(workflow_dir, threads, baseline):
         (lambda c: c["roles"].update(fact_verifier="nonexistent"), "roles.fact_verifier"),
         (lambda c: c["models"]["smollm2"].update(backend="tgi"), "tgi"),
         (lambda c: c["rm_fact"].update(unit="paragraph"), "paragraph"),
+        (lambda c: c["training"].update(nodes=2), "training.nodes"),
+        (
+            lambda c: c["training"].update(nodes=2, launcher="accelerate", num_processes=3),
+            "multiple of training.nodes",
+        ),
     ],
 )
 def test_bad_config_fails_before_any_job(workflow_dir, edit, message):
@@ -131,6 +136,48 @@ def test_paper_config_and_slurm_profile_plan_every_job(workflow_dir):
     assert res.returncode == 0, res.stderr[-3000:]
     assert re.search(r"^train_dpo\s+5$", res.stdout, flags=re.M)
     assert "prepare_model" not in res.stdout  # hub models need no conversion
+    # the paper's scale: training on 8 nodes x 8 GPUs, one accelerate launcher per node;
+    # generation/judging on one 8-GPU node; light rules on the CPU partition
+    jobs = planned_jobs(res.stdout)
+    for rule, runtime in [("train_sft", 720), ("train_dpo", 1440)]:
+        for res_, shell in jobs[rule]:
+            want = {
+                "nodes": "8",
+                "tasks": "8",
+                "mpi": "srun",
+                "gres": "gpu:8",
+                "gpu": "0",
+                "mem_mb": "900000",
+                "slurm_partition": "gpu",
+                "runtime": str(runtime),
+            }
+            assert {k: res_.get(k) for k in want} == want, (rule, res_)
+            assert shell.startswith("srun --nodes 8 --ntasks-per-node 1 --kill-on-bad-exit=1 ")
+            assert " -m flame.launch --config_file workflow/accelerate/deepspeed_zero3.yaml" in (
+                shell
+            )
+            assert f"--num_processes 64 -- -m flame.{rule} " in shell
+    for rule in ["classify", "rm_fact", "eval_factuality"]:
+        for res_, _ in jobs[rule]:
+            assert (res_["gpu"], res_["mem_mb"], res_["slurm_partition"]) == ("8", "400000", "gpu")
+            assert "nodes" not in res_ and "gres" not in res_
+    for rule in ["build_data", "build_knowledge", "sft_data", "pairs", "tables", "winrate"]:
+        for res_, _ in jobs[rule]:
+            assert (res_["slurm_partition"], res_["gpu"]) == ("cpu", "0"), (rule, res_)
+
+
+def planned_jobs(dry_run: str) -> dict[str, list[tuple[dict, str]]]:
+    """rule -> [(resources, shell command)] of a `snakemake -n -p` plan."""
+    jobs: dict[str, list] = {}
+    for block in re.split(r"\n(?=rule \w+:|localrule \w+:)", dry_run):
+        m = re.match(r"(?:local)?rule (\w+):", block)
+        res = re.search(r"^\s+resources: (.*)$", block, flags=re.M)
+        if not m or not res:
+            continue
+        shell = re.search(r"^Shell command: (.*)$", block, flags=re.M)
+        pairs = dict(kv.split("=", 1) for kv in res.group(1).split(", "))
+        jobs.setdefault(m.group(1), []).append((pairs, shell.group(1) if shell else ""))
+    return jobs
 
 
 def test_lint_is_clean(workflow_dir):

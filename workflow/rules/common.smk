@@ -146,27 +146,67 @@ def recipe_args(section, keys_to_skip=()):
 
 
 TRAINING = config["training"]
-# processes per training job: one per GPU (or, on CPUs, per group of `training.threads` cores)
+TRAIN_NODES = TRAINING.get("nodes", 1)
+# training processes per node (a job without Slurm is one node): one per GPU, or on CPUs one per
+# group of `training.threads` cores; training.num_processes is the world size over all nodes
 TRAIN_PROCS = (
-    TRAINING.get("num_processes", 1) if TRAINING.get("launcher") == "accelerate" else 1
+    TRAINING.get("num_processes", 1) // TRAIN_NODES
+    if TRAINING.get("launcher") == "accelerate"
+    else 1
 )
 
 
 def launcher():
-    """How training steps start: plain python, or accelerate launch (DDP or DeepSpeed ZeRO-2/3,
-    by the config file named in training.accelerate_config). Port 0: accelerate picks a free
-    port, so two training jobs can run side by side on one machine."""
-    if TRAIN_PROCS == 1 and TRAINING.get("launcher", "python") == "python":
+    """How training steps start: plain python; accelerate launch (DDP or DeepSpeed ZeRO-2/3, by
+    the config file named in training.accelerate_config) on port 0, so that two training jobs
+    can run side by side on one machine; or, over several Slurm nodes, one accelerate launcher
+    per node under srun (flame.launch)."""
+    t = TRAINING
+    if TRAIN_NODES > 1:
+        return (
+            f"srun --nodes {TRAIN_NODES} --ntasks-per-node 1 --kill-on-bad-exit=1"
+            f" {PY} -m flame.launch --config_file {t['accelerate_config']}"
+            f" --num_processes {t['num_processes']} --"
+        )
+    if t.get("launcher", "python") == "python":
         return PY
     return (
-        f"{PY} -m accelerate.commands.launch --config_file {TRAINING['accelerate_config']}"
+        f"{PY} -m accelerate.commands.launch --config_file {t['accelerate_config']}"
         f" --num_processes {TRAIN_PROCS} --main_process_port 0"
     )
 
 
 def process_threads(wildcards, threads):
-    """CPU threads of each training process: the job's threads shared by its processes."""
+    """CPU threads of each training process: the job's (or node's) threads shared by its
+    processes."""
     return max(1, threads // TRAIN_PROCS)
+
+
+def train_resources():
+    """Extra Slurm resources of the training rules: with training.nodes > 1 the job takes that many
+    nodes, one task each, and runs its own srun (the plugin's `mpi` jobs: no srun around the rule's
+    command; tasks_per_gpu 0 keeps the tasks from becoming --ntasks-per-gpu)."""
+    if TRAIN_NODES == 1:
+        return {}
+    return dict(nodes=TRAIN_NODES, tasks=TRAIN_NODES, mpi="srun", tasks_per_gpu=0)
+
+
+def check_training():
+    t = TRAINING
+    if TRAIN_NODES == 1:
+        return
+    if t.get("launcher", "python") != "accelerate":
+        raise ValueError(
+            "config training.nodes > 1 needs training.launcher: accelerate"
+        )
+    if t.get("num_processes", 1) % TRAIN_NODES:
+        raise ValueError(
+            f"config training.num_processes ({t.get('num_processes', 1)}) must be a multiple"
+            f" of training.nodes ({TRAIN_NODES}): it is the world size over all nodes"
+        )
+
+
+check_training()
 
 
 def conda_env(*roles, policy_backend=False):

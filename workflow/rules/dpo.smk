@@ -46,6 +46,7 @@ rule train_dpo:
         TRAIN_ENV
     threads: TRAIN_THREADS
     resources:
+        **train_resources(),
         mem_mb=12000,
         gpu=TRAIN_PROCS,
     params:

@@ -71,6 +71,7 @@ rule train_sft:
         TRAIN_ENV
     threads: sft_threads
     resources:
+        **train_resources(),
         mem_mb=8000,
         gpu=TRAIN_PROCS,
     params:
