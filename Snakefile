@@ -35,8 +35,10 @@ include: "workflow/rules/rewards.smk"
 include: "workflow/rules/dpo.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/truthfulqa.smk"
 
 
 rule all:
     input:
         TABLES,
+        EXTRA_TARGETS,

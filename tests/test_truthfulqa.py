@@ -153,3 +153,32 @@ def test_cli_on_the_tiny_model(tiny_model, tmp_path):
     assert len(recs.read_text().splitlines()) == 3
     with pytest.raises(SystemExit, match="3 questions, the config pins 817"):
         tqa.main([*args, "--n-questions", "817"])
+
+
+def test_table5_renders_intervals_and_the_paper(tmp_path):
+    from flame import tables_extra
+
+    def cell(mean, lo, hi, n=32):
+        return {"mean": mean, "n": n, "lo": lo, "hi": hi}
+
+    summaries = {
+        "SFT": {"mc1": cell(20, 10, 30), "mc2": cell(30, 20, 40), "mc3": cell(10, 5, 15)},
+        "SFT+DPO": {"mc1": cell(25, 15, 35), "mc2": cell(31, 21, 41), "mc3": cell(40, 35, 45)},
+    }
+    for m, s in summaries.items():
+        (tmp_path / m).mkdir()
+        (tmp_path / m / "truthfulqa.json").write_text(json.dumps({"n_questions": 32, **s}))
+    out = tmp_path / "table5"
+    tables_extra.main(
+        ["truthfulqa", "--eval-dir", str(tmp_path), "--rows", "SFT", "SFT+DPO"]
+        + ["--baseline", "SFT+DPO", "--out", str(out)]
+    )
+    lines = (tmp_path / "table5.csv").read_text().splitlines()
+    head = lines[0].split(",")
+    assert "bleu_acc" not in head  # not scored: no column
+    rows = {line.split(",")[0]: dict(zip(head, line.split(","), strict=True)) for line in lines[1:]}
+    assert rows["SFT"]["paper_mc1"] == "30.8" and rows["SFT"]["mc3_n"] == "32"
+    assert rows["SFT"]["vs_baseline"] == "differs: MC3"
+    assert rows["SFT+DPO"]["vs_baseline"] == "baseline"
+    md = (tmp_path / "table5.md").read_text()
+    assert "| SFT | 20.0 ± 10.0 (30.8) |" in md

@@ -49,6 +49,10 @@ TABLES = expand(
     table=["table2_sft", "table3_dpo", "table8_length", "table11_pairs"],
     ext=["csv", "md"],
 )
+# optional results named in config `tables` (Table 5, Figure 1, ablations, alignment tax): each
+# rule module adds its targets to EXTRA_TARGETS when its name is listed
+EXTRA_TABLES = config.get("tables", ["table5_truthfulqa", "figure1"])
+EXTRA_TARGETS = []
 
 
 SPECIAL_ROLES = {"policy", *SFT_VARIANTS}
