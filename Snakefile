@@ -15,6 +15,9 @@ configfile: "config.yaml"
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 
@@ -36,6 +39,7 @@ include: "workflow/rules/dpo.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/truthfulqa.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

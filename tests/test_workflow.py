@@ -30,6 +30,7 @@ STEPS = [
     "factscore",
     "truthfulqa",
     "tables_extra",
+    "figure",
 ]
 
 
@@ -63,6 +64,7 @@ def test_dry_run_plans_every_stage(workflow_dir):
         "tables",
         "truthfulqa",
         "table5",
+        "figure1",
     ]:
         assert re.search(rf"^{rule}\s+\d+", res.stdout, flags=re.M), rule
     assert re.search(r"^train_dpo\s+5$", res.stdout, flags=re.M)
