@@ -22,8 +22,8 @@ include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
-    sft="SFT|SFT_fact|SFT_FLAME",
-    dpo="DPO|DPO_fact|DPO_FLAME",
+    sft="|".join(SFT_NAMES),
+    dpo="|".join(DPO_NAMES),
     policy="SFT|SFT_FLAME",
     model="|".join(m.replace("+", r"\+") for m in ["PT", *CHAT_EVAL_MODELS]),
     name="[A-Za-z0-9_.-]+",
@@ -40,6 +40,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/truthfulqa.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/ablations.smk"
 
 
 rule all:

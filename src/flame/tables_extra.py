@@ -1,10 +1,14 @@
-"""The paper's other tables (FLAME Tables 5 and 9): per-model summaries whose cells are means
-with n and a 95 % bootstrap interval ({mean, n, lo, hi}), our numbers beside the paper's.
+"""The paper's other tables (FLAME Tables 5, 6, 7 and 9): per-model cells that are means with
+n and a 95 % bootstrap interval ({mean, n, lo, hi}), our numbers beside the paper's.
 
 - ``truthfulqa``: Table 5, TruthfulQA MC1/MC2/MC3 (and BLEU/ROUGE-L accuracy of generated
   answers when they were scored), from MODEL/truthfulqa.json (flame.truthfulqa);
 - ``alignment-tax``: Table 9, MMLU and GSM8K accuracy, from MODEL/alignment_tax.json
-  (flame.alignment_tax).
+  (flame.alignment_tax);
+- ``classifier``: Table 6, SFT_FLAME with and without the classifier: win rate (--winrate, vs
+  SFT) and Bio FActScore from MODEL/factuality.json;
+- ``pair-selection``: Table 7, SFT + DPO_FLAME with each fact-pair selection: fact pairs
+  (--pair-counts), win rate (vs SFT+DPO) and Bio FActScore.
 
 CSV columns: model, METRIC..., paper_METRIC..., METRIC_n, METRIC_lo, METRIC_hi..., vs_baseline
 ("baseline", "not distinguishable" when each interval overlaps the baseline row's, or the
@@ -44,7 +48,52 @@ TABLES = {
         "table9_alignment_tax",
         {"mmlu": "MMLU (5-shot)", "gsm8k": "GSM8K (8-shot EM)"},
     ),
+    "classifier": (
+        "Table 6: SFT_FLAME with and without the fact-based classifier",
+        None,
+        "table6_classifier",
+        {"win": "Win vs SFT", "bio_fs": "Bio FS"},
+    ),
+    "pair-selection": (
+        "Table 7: fact-pair selection for SFT + DPO_FLAME",
+        None,
+        "table7_pair_selection",
+        {"pairs": "fact pairs", "win": "Win vs SFT+DPO", "bio_fs": "Bio FS"},
+    ),
 }
+
+COUNTS = {"pairs"}  # cells that are counts, not means: shown as integers
+
+
+def win_and_bio(eval_dir: Path, model: str, winrate: dict) -> dict:
+    """{win, bio_fs} cells of a model: its judged win rate and its Bio FActScore (%)."""
+    row = {}
+    w = winrate["models"].get(model)
+    if model == winrate.get("baseline"):
+        row["win"] = {"mean": 50.0, "n": None, "lo": 50.0, "hi": 50.0}
+    elif w:
+        row["win"] = w.get("win_rate_ci") or {"mean": w["win_rate"]}
+    bio = read_json(eval_dir / model / "factuality.json").get("bio") or {}
+    ci = bio.get("factscore_ci") or {}
+    if bio.get("factscore") is not None:
+        row["bio_fs"] = {
+            "mean": 100.0 * bio["factscore"],
+            "n": ci.get("n"),
+            "lo": None if ci.get("lo") is None else 100.0 * ci["lo"],
+            "hi": None if ci.get("hi") is None else 100.0 * ci["hi"],
+        }
+    return row
+
+
+def fact_pair_counts(paths: list[Path]) -> dict[str, int]:
+    """{model: fact pairs} from pair_counts*.json: the DPO_FLAME* sets of each SFT model."""
+    out = {}
+    for path in paths:
+        sft = path.parent.name
+        for name, c in read_json(path)["sets"].items():
+            if name.startswith("DPO_FLAME"):
+                out[f"{sft}+{name}"] = c["fact"]
+    return out
 
 
 def versus(row: dict, base: dict | None, headers: dict) -> str:
@@ -98,7 +147,10 @@ def render(
             ",".join(
                 [
                     name,
-                    *(num(cells[m].get("mean")) for m in metrics),
+                    *(
+                        str(cells[m].get("mean", "")) if m in COUNTS else num(cells[m].get("mean"))
+                        for m in metrics
+                    ),
                     *("" if p.get(m) is None else str(p[m]) for m in metrics),
                     *(
                         str(cells[m][k]) if k == "n" and cells[m].get(k) is not None
@@ -113,8 +165,11 @@ def render(
         for m in metrics:
             c = cells[m]
             hw = half_width(c.get("lo"), c.get("hi"))
-            ours = fmt(c.get("mean")) + ("" if hw is None else f" ± {hw:.1f}")
-            md_cells.append(f"{ours} ({fmt(p.get(m))})")
+            mean = c.get("mean")
+            ours = str(mean) if m in COUNTS and mean is not None else fmt(mean)
+            ours += "" if hw is None else f" ± {hw:.1f}"
+            theirs = p.get(m)
+            md_cells.append(f"{ours} ({theirs if m in COUNTS and theirs else fmt(theirs)})")
         md.append(f"| {labels.get(name, name)} | " + " | ".join(md_cells) + f" | {vs} |")
     return "\n".join(csv) + "\n", "\n".join(md) + "\n"
 
@@ -127,17 +182,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-dir", required=True, type=Path)
     ap.add_argument("--rows", nargs="+", required=True, help="models, in table order")
     ap.add_argument("--baseline", help="the row others are compared with")
+    ap.add_argument("--winrate", type=Path, help="winrate_tableN.json (classifier, pair-selection)")
+    ap.add_argument("--pair-counts", nargs="*", type=Path, default=[], help="pair_counts*.json")
     ap.add_argument("--out", required=True, help="output path without extension (.csv, .md)")
     args = ap.parse_args(argv)
     title, filename, key, headers = TABLES[args.table]
     ref = paper()
     rows = {}
-    for m in args.rows:
+    if filename is None:  # assembled from win rates, factuality and pair counts
+        if args.winrate is None:
+            raise SystemExit(f"error: {args.table} needs --winrate")
+        winrate = read_json(args.winrate)
+        counts = fact_pair_counts(args.pair_counts)
+        for m in args.rows:
+            rows[m] = win_and_bio(args.eval_dir, m, winrate)
+            if m in counts:
+                rows[m]["pairs"] = {"mean": counts[m]}
+    for m in args.rows if filename else ():
         path = args.eval_dir / m / filename
         if not path.exists():
             raise SystemExit(f"error: {path}: no such file (run the {args.table} step first)")
         rows[m] = read_json(path)
-    csv, md = render(title, rows, headers, ref[key], ref["row_labels"], args.baseline)
+    labels = {**ref["row_labels"], **ref.get(f"{key}_labels", {})}
+    csv, md = render(title, rows, headers, ref[key], labels, args.baseline)
     write_text(f"{args.out}.csv", csv)
     write_text(f"{args.out}.md", md)
     print(md)
