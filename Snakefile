@@ -41,6 +41,7 @@ include: "workflow/rules/tables.smk"
 include: "workflow/rules/truthfulqa.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/ablations.smk"
+include: "workflow/rules/alignment_tax.smk"
 
 
 rule all:

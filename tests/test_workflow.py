@@ -31,6 +31,7 @@ STEPS = [
     "truthfulqa",
     "tables_extra",
     "figure",
+    "alignment_tax",
 ]
 
 
