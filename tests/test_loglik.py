@@ -57,3 +57,47 @@ def test_openai_echo_logprobs_sum_the_continuation():
     assert continuation_logprob(lp, 8, 14) == -7.0
     with pytest.raises(ValueError, match="no log-prob"):
         continuation_logprob({**lp, "token_logprobs": [None] * 8}, 0, 14)
+
+
+def test_openai_loglikelihood_over_http():
+    """A local OpenAI-compatible /completions server that echoes prompt log-probs (each word
+    token scores minus its length); the backend sends context + continuation and sums the
+    continuation's tokens."""
+    import json
+    import re
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from flame.lm.openai import OpenAILM
+
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(body)
+            toks = re.findall(r"\s*\S+", body["prompt"]) + ["!"]
+            offsets, pos = [], 0
+            for t in toks:
+                offsets.append(pos)
+                pos += len(t)
+            logprobs = [None] + [-float(len(t.strip())) for t in toks[1:-1]] + [-9.0]
+            lp = {"tokens": toks, "token_logprobs": logprobs, "text_offset": offsets}
+            out = json.dumps({"choices": [{"text": body["prompt"] + "!", "logprobs": lp}]})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(out.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        lm = OpenAILM({"base_url": f"http://127.0.0.1:{server.server_port}/v1", "model": "m"})
+        got = lm.loglikelihood([("Q: a b\nA:", " ccc dd"), ("x", " y")])
+    finally:
+        server.shutdown()
+    assert got == [-5.0, -1.0]
+    assert all(b["echo"] is True and b["logprobs"] == 1 and b["max_tokens"] == 1 for b in seen)

@@ -380,16 +380,19 @@ class TransformersLM(LM):
                 cache.batch_repeat_interleave(len(part))
                 kw["past_key_values"] = cache
                 mask = torch.cat([torch.ones((len(part), plen), dtype=torch.long), smask], dim=1)
+            # rows end at the last column, so every continuation is predicted within the last
+            # (longest continuation + 1) columns: only those go through the LM head
+            keep = max(len(ids[i]) - ctx[i] for i in part) + 1
             logits = self.model(
                 input_ids=inp.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                use_cache=bool(plen), **kw,
+                use_cache=bool(plen), logits_to_keep=keep, **kw,
             ).logits.float()  # fmt: skip
             lse = torch.logsumexp(logits, dim=-1)
         result = []
         for row, i in enumerate(part):
             n = len(ids[i])
-            # absolute position a predicts token a + 1; column of position a in this row
-            first = width - (n - plen)
+            # position a (absolute) predicts token a + 1; its column among the kept ones
+            first = width - (n - plen) - (width - keep)
             cols = torch.arange(first + ctx[i] - 1 - plen, first + n - 1 - plen)
             targets = torch.tensor(ids[i][ctx[i] :])
             lp = logits[row, cols].gather(-1, targets[:, None].to(dev))[:, 0] - lse[row, cols]
