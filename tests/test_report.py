@@ -24,6 +24,10 @@ def test_figure1_png_and_svg(tmp_path):
     figure.main(["--table", str(tmp_path / "t3.csv"), "--out", str(tmp_path / "fig")])
     assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
     assert "<svg" in (tmp_path / "fig.svg").read_text()
+    # no plottable row: still a figure, which says so
+    (tmp_path / "empty.csv").write_text("model,win,bio_fs\nSFT,50,\n")
+    figure.main(["--table", str(tmp_path / "empty.csv"), "--out", str(tmp_path / "empty")])
+    assert "no model has both" in (tmp_path / "empty.svg").read_text()
 
 
 def test_report_collects_tables_figure_and_classifier(workflow_dir):
