@@ -90,6 +90,17 @@ def test_tables_carry_intervals_and_mark_indistinguishable_rows(tmp_path):
     md = (out / "table2_sft.md").read_text()
     assert "55.0 ± 15.0 (48.1)" in md and "90.0 ± 5.0 (49.5)" in md
     assert "| vs SFT |" in md and "not distinguishable" in md
+    # a row differing on two metrics: "; " keeps the hand-written CSV's columns intact
+    far = {"mean": 90.0, "n": 6, "lo": 85.0, "hi": 95.0}
+    (ev / "winrate_table2.json").write_text(
+        json.dumps({"models": {"SFT_FLAME": {"win_rate": 90.0, "win_rate_ci": far}}})
+    )
+    tables.main(
+        ["--eval-dir", str(ev), "--dpo-dir", str(tmp_path / "dpo"), "--out-dir", str(out)]
+        + ["--table2-rows", "SFT", "SFT_FLAME", "--table3-rows", "SFT"]
+    )
+    last = (out / "table2_sft.csv").read_text().splitlines()[-1].split(",")
+    assert len(last) == len(head) and last[-1] == "differs: Win; Bio FS"
 
 
 def test_factuality_intervals_follow_aggregate():

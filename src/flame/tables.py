@@ -117,7 +117,7 @@ def versus(row: dict, base: dict | None, is_base: bool) -> str:
             differ.append(HEADERS[m])
     if not compared:
         return ""
-    return f"differs: {' '.join(differ)}" if differ else "not distinguishable"
+    return f"differs: {'; '.join(differ)}" if differ else "not distinguishable"
 
 
 def cell(row: dict, m: str) -> str:

@@ -109,7 +109,7 @@ def versus(row: dict, base: dict | None, headers: dict) -> str:
             differ.append(headers[m])
     if not compared:
         return ""
-    return f"differs: {', '.join(differ)}" if differ else "not distinguishable"
+    return f"differs: {'; '.join(differ)}" if differ else "not distinguishable"
 
 
 def render(
