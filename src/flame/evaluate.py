@@ -1,5 +1,7 @@
 """Factuality evaluation of one model (FLAME section 5): FActScore without length penalty, mean
 # correct and # erroneous facts per response, and mean response length, on each evaluation set.
+Each mean also comes with its n and a 95 % bootstrap interval over responses (flame.stats):
+``factscore_ci``, ``mean_correct_ci``, ``mean_erroneous_ci`` = {mean, n, lo, hi}.
 
 Sets are given as NAME=generations.jsonl[:retrieval]; retrieval is `topic` (FActScore: passages
 of the entity's own page; Bio) or `open` (the instruction as query; Alpaca Fact, FAVA). With
@@ -36,6 +38,19 @@ def parse_set(value: str) -> tuple[str, str, str]:
         rest.rpartition(":") if rest.endswith((":topic", ":open")) else (rest, "", "open")
     )
     return name, path, mode
+
+
+def intervals(results: list[dict]) -> dict:
+    """n and bootstrap interval of FActScore (responses with >= 1 fact) and of the mean numbers
+    of correct / erroneous facts (responding items), as `aggregate` defines those means."""
+    from flame.stats import interval
+
+    responding = [r for r in results if not r["abstained"]]
+    return {
+        "factscore_ci": interval([r["score"] for r in responding if r["n_facts"] > 0]),
+        "mean_correct_ci": interval([r["n_supported"] for r in responding]),
+        "mean_erroneous_ci": interval([r["n_facts"] - r["n_supported"] for r in responding]),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             r["id"] = r["id"].split("/", 1)[1]
         summary[name] = {
             **aggregate(results, gamma=args.gamma),
+            **intervals(results),
             "retrieval": mode,
             "mean_length_chars": (
                 statistics.fmean(len(i["response"]) for i in items) if items else None

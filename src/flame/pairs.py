@@ -12,6 +12,14 @@
 Ties among several best (or worst) responses go to the lowest sample index. Counts, including
 why prompts were dropped, go to --counts (the paper's Table 11).
 
+Fact-pair selection (Table 7's ablation; --fact-selection, default maxmin as above):
+- threshold: every pair (i, j) of a prompt's responses with RM_fact(i) - RM_fact(j) >=
+  --min-fact-gap (paper: 0.2), subject to the same RM_IF gap filter;
+- combined: highest vs lowest RM_IF + --fact-weight x RM_fact (paper: 5), ties dropped; the
+  combined score already weighs instruction following, so no RM_IF gap filter.
+With a selection other than maxmin, --suffix names the sets (pairs_DPO_fact{suffix}.jsonl,
+pairs_DPO_FLAME{suffix}.jsonl) and the IF-only set is not written.
+
 Example:
     python -m flame.pairs --samples dpo/SFT/samples.jsonl --rm-if dpo/SFT/rm_if.jsonl \
         --rm-fact dpo/SFT/rm_fact.jsonl --out-dir dpo/SFT --counts dpo/SFT/pair_counts.json
@@ -83,6 +91,48 @@ def build_pairs(samples, rm_if, rm_fact, max_if_gap: float = 0.5):
     return if_pairs, fact_pairs, dict(drops)
 
 
+def select_fact_pairs(
+    samples, rm_if, rm_fact, how: str, max_if_gap=0.5, min_fact_gap=0.2, fact_weight=5.0
+):
+    """Fact pairs by a Table 7 variant (threshold or combined); returns (pairs, drop counts)."""
+    drops: Counter = Counter()
+    pairs = []
+    for s in samples:
+        fact, ifs = rm_fact.get(s["id"]), rm_if[s["id"]]
+        if not s.get("fact_based"):
+            continue
+        if not fact:
+            drops["fact_unscored"] += 1
+            continue
+        if how == "combined":
+            both = [
+                None if f is None or i is None else i + fact_weight * f
+                for f, i in zip(fact, ifs, strict=True)
+            ]
+            ex = extremes(both)
+            if ex is None:
+                drops["combined_tie_or_unscored"] += 1
+            else:
+                pairs.append(make_pair(s, "fact", *ex, ifs, fact))
+            continue
+        if how != "threshold":
+            raise ValueError(f"unknown fact-pair selection {how!r} (maxmin, threshold, combined)")
+        found = 0
+        for c, fc in enumerate(fact):
+            for r, fr in enumerate(fact):
+                if fc is None or fr is None or fc - fr < min_fact_gap:
+                    continue
+                if ifs[c] is None or ifs[r] is None or abs(ifs[c] - ifs[r]) > max_if_gap:
+                    drops["fact_rm_if_gap_or_unknown"] += 1
+                    continue
+                pair = make_pair(s, "fact", c, r, ifs, fact)
+                pairs.append({**pair, "id": f"{pair['id']}{c}-{r}"})
+                found += 1
+        if not found:
+            drops["no_pair_above_gap"] += 1
+    return pairs, dict(drops)
+
+
 def mix(if_pairs: list[dict], fact_pairs: list[dict], how: str, seed: int) -> list[dict]:
     rng = random.Random(seed)
     if how == "balanced" and if_pairs and fact_pairs:
@@ -112,6 +162,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-if-gap", type=float, default=0.5)
     ap.add_argument("--mix", choices=("union", "balanced"), default="union")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--fact-selection", choices=("maxmin", "threshold", "combined"), default="maxmin"
+    )
+    ap.add_argument("--min-fact-gap", type=float, default=0.2, help="threshold selection")
+    ap.add_argument("--fact-weight", type=float, default=5.0, help="combined selection")
+    ap.add_argument("--suffix", default="", help="set-name suffix (selections other than maxmin)")
     args = ap.parse_args(argv)
     setup_logging()
     samples = read_jsonl(args.samples, required=("id", "instruction", "responses"))
@@ -121,11 +177,18 @@ def main(argv: list[str] | None = None) -> None:
         if s["id"] not in rm_if or len(rm_if[s["id"]]) != len(s["responses"]):
             raise SystemExit(f"{args.rm_if}: no RM_IF scores for every response of {s['id']!r}")
     if_pairs, fact_pairs, drops = build_pairs(samples, rm_if, rm_fact, args.max_if_gap)
+    if args.fact_selection != "maxmin":
+        fact_pairs, drops = select_fact_pairs(
+            samples, rm_if, rm_fact, args.fact_selection, args.max_if_gap,
+            args.min_fact_gap, args.fact_weight,
+        )  # fmt: skip
     sets = {
         "DPO": if_pairs,
         "DPO_fact": fact_pairs,
         "DPO_FLAME": mix(if_pairs, fact_pairs, args.mix, args.seed),
     }
+    if args.fact_selection != "maxmin":
+        sets = {f"{k}{args.suffix}": v for k, v in sets.items() if k != "DPO"}
     for name, pairs in sets.items():
         write_jsonl(Path(args.out_dir) / f"pairs_{name}.jsonl", pairs)
     counts = {
@@ -142,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         "dropped": drops,
         "max_if_gap": args.max_if_gap,
         "mix": args.mix,
+        "fact_selection": args.fact_selection,
     }
     write_json(args.counts, counts)
     log.info("pairs: %s; dropped: %s", counts["sets"], drops)

@@ -7,6 +7,11 @@
 - SFT_FLAME:  non-fact-based instructions with human responses UNION fact-based instructions with
               the pre-trained model's responses.
 
+- SFT_FLAME_noclf (Table 6's ablation, --without-classifier): no classifier; every seed
+              instruction has its human answer and the PT model's answers, and the two sources
+              are sampled 50/50: all human answers plus as many PT answers drawn at random
+              (seeded) from the pool of every instruction's PT answers.
+
 Empty PT responses are dropped and counted. Output records: {id, instruction, response, origin}
 where origin is "human" or "pt".
 
@@ -71,6 +76,35 @@ def build(seed: list[dict], fewshot: list[dict]) -> tuple[dict[str, list[dict]],
     return data, stats
 
 
+def build_without_classifier(seed: list[dict], fewshot: list[dict], rng_seed: int) -> list[dict]:
+    """Human answers of every seed instruction plus an equal number of PT answers (50/50)."""
+    import random
+
+    pt = {r["id"]: [x for x in r["responses"] if x.strip()] for r in fewshot}
+    missing = sorted({r["id"] for r in seed} - set(pt))
+    if missing:
+        raise ValueError(f"few-shot file lacks responses for seed ids: {missing[:5]}")
+    human = [
+        {
+            "id": r["id"],
+            "instruction": r["instruction"],
+            "response": r["response"],
+            "origin": "human",
+        }
+        for r in seed
+    ]
+    pool = [
+        {"id": f"{r['id']}#pt{i}", "instruction": r["instruction"], "response": t, "origin": "pt"}
+        for r in seed
+        for i, t in enumerate(pt[r["id"]])
+    ]
+    rng = random.Random(rng_seed)
+    drawn = rng.sample(pool, len(human)) if len(pool) >= len(human) else pool
+    data = human + drawn
+    rng.shuffle(data)
+    return data
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -78,8 +112,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", required=True, help="classified seed JSONL (with fact_based)")
     ap.add_argument("--fewshot", required=True, help="PT few-shot responses JSONL")
     ap.add_argument("--out-dir", required=True)
+    ap.add_argument(
+        "--without-classifier",
+        action="store_true",
+        help="write only SFT_FLAME_noclf.jsonl (Table 6; --fewshot has every seed instruction)",
+    )
+    ap.add_argument("--seed-value", type=int, default=0, help="seed of the 50/50 draw")
     args = ap.parse_args(argv)
     setup_logging()
+    if args.without_classifier:
+        seed = read_jsonl(args.seed, required=("id", "instruction", "response"))
+        fewshot = read_jsonl(args.fewshot, required=("id", "responses"))
+        data = build_without_classifier(seed, fewshot, args.seed_value)
+        write_jsonl(Path(args.out_dir) / "SFT_FLAME_noclf.jsonl", data)
+        log.info("SFT_FLAME_noclf: %d examples (%d human)", len(data), len(seed))
+        return
     seed = read_jsonl(args.seed, required=("id", "instruction", "response", "fact_based"))
     fewshot = read_jsonl(args.fewshot, required=("id", "responses"))
     data, stats = build(seed, fewshot)

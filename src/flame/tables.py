@@ -7,7 +7,15 @@ penalty); C/E are the mean numbers of correct / erroneous facts per response. A 
 not apply (the PT row outside Bio, a baseline's win rate against itself is 50) follows the paper.
 
 A set the data stage left out (--data-manifest's info.missing_sets) gets a note under the
-tables. Reads, under --eval-dir: MODEL/factuality.json, MODEL/alpaca.jsonl, winrate_table2.json,
+tables.
+
+Error bars: every win-rate and FActScore cell carries n and a 95 % bootstrap interval (CSV
+columns METRIC_n, METRIC_lo, METRIC_hi after the paper's columns; ± half its width in Markdown).
+The last column, vs_baseline, says whether a row can be told apart from the table's baseline
+row: "not distinguishable" when each of its intervals overlaps the baseline's (a baseline's win
+rate against itself is exactly 50), else the metrics that differ.
+
+Reads, under --eval-dir: MODEL/factuality.json, MODEL/alpaca.jsonl, winrate_table2.json,
 winrate_table3.json; under --dpo-dir: SFT_MODEL/pair_counts.json.
 
 Example:
@@ -26,6 +34,7 @@ from pathlib import Path
 
 from flame.cli import run
 from flame.io import read_json, read_jsonl, write_text
+from flame.stats import half_width, overlaps
 
 SETS = {"bio": "bio", "af": "alpaca_fact", "fava": "fava"}
 METRICS = ("win", *(f"{s}_{m}" for s in SETS for m in ("fs", "correct", "error")))
@@ -41,6 +50,7 @@ HEADERS = {
     "fava_correct": "FAVA C",
     "fava_error": "FAVA E",
 }
+CI_METRICS = ("win", *(f"{s}_fs" for s in SETS))  # cells with n and a bootstrap interval
 
 
 def paper() -> dict:
@@ -52,15 +62,28 @@ def fmt(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
 
 
-def model_row(eval_dir: Path, model: str, win: float | None, only_bio: bool = False) -> dict:
+def model_row(
+    eval_dir: Path,
+    model: str,
+    win: float | None,
+    only_bio: bool = False,
+    win_ci: dict | None = None,
+) -> dict:
+    """A table row: the metrics, plus ``ci``: {metric: {n, lo, hi}} where an interval is known."""
     fact = read_json(eval_dir / model / "factuality.json")
-    row = {"win": win}
+    row = {"win": win, "ci": {"win": win_ci}}
     for short, name in SETS.items():
         s = fact.get(name) if (name == "bio" or not only_bio) else None
         ok = s is not None and s.get("factscore") is not None
         row[f"{short}_fs"] = 100.0 * s["factscore"] if ok else None
         row[f"{short}_correct"] = s["mean_correct"] if ok else None
         row[f"{short}_error"] = s["mean_erroneous"] if ok else None
+        ci = (s or {}).get("factscore_ci") if ok else None
+        row["ci"][f"{short}_fs"] = (
+            {"n": ci["n"], "lo": 100.0 * ci["lo"], "hi": 100.0 * ci["hi"]}
+            if ci and ci.get("lo") is not None
+            else None
+        )
     return row
 
 
@@ -71,30 +94,85 @@ def win_rates(path: Path, baseline: str) -> dict[str, float]:
     return wins
 
 
-def render(title: str, rows: dict[str, dict], ref: dict, labels: dict) -> tuple[str, str]:
-    cols = ["model", *METRICS, *(f"paper_{m}" for m in METRICS)]
+def win_intervals(path: Path, baseline: str) -> dict[str, dict]:
+    """{model: {n, lo, hi}} of the win rates; the baseline against itself is exactly 50."""
+    cis = {baseline: {"n": None, "lo": 50.0, "hi": 50.0}}
+    if path.exists():
+        for m, v in read_json(path)["models"].items():
+            if v.get("win_rate_ci"):
+                cis[m] = v["win_rate_ci"]
+    return cis
+
+
+def versus(row: dict, base: dict | None, is_base: bool) -> str:
+    """'baseline', 'not distinguishable' (every interval overlaps the baseline's), 'differs:
+    ...' (the metrics whose intervals do not), or '' when no interval can be compared."""
+    if is_base:
+        return "baseline"
+    if base is None:
+        return ""
+    differ, compared = [], 0
+    for m in CI_METRICS:
+        a, b = row["ci"].get(m), base["ci"].get(m)
+        if not a or not b or a.get("lo") is None or b.get("lo") is None:
+            continue
+        compared += 1
+        if not overlaps((a["lo"], a["hi"]), (b["lo"], b["hi"])):
+            differ.append(HEADERS[m])
+    if not compared:
+        return ""
+    return f"differs: {'; '.join(differ)}" if differ else "not distinguishable"
+
+
+def cell(row: dict, m: str) -> str:
+    """ours, with ± half the bootstrap interval's width where there is one."""
+    ci = row.get("ci", {}).get(m)
+    hw = half_width(ci.get("lo"), ci.get("hi")) if ci else None
+    return fmt(row[m]) if hw is None or row[m] is None else f"{fmt(row[m])} ± {hw:.1f}"
+
+
+def ci_fields(row: dict) -> list[str]:
+    out = []
+    for m in CI_METRICS:
+        ci = row["ci"].get(m) or {}
+        out += [
+            "" if ci.get(k) is None else (str(ci[k]) if k == "n" else f"{ci[k]:.4f}")
+            for k in ("n", "lo", "hi")
+        ]
+    return out
+
+
+def render(
+    title: str, rows: dict[str, dict], ref: dict, labels: dict, baseline: str | None = None
+) -> tuple[str, str]:
+    ci_cols = [f"{m}_{k}" for m in CI_METRICS for k in ("n", "lo", "hi")]
+    cols = ["model", *METRICS, *(f"paper_{m}" for m in METRICS), *ci_cols, "vs_baseline"]
     csv = [",".join(cols)]
     md = [
         f"### {title}",
         "",
-        "Each cell: ours (paper, Llama-2 70B).",
+        "Each cell: ours ± half its 95 % bootstrap interval (paper, Llama-2 70B).",
         "",
-        "| model | " + " | ".join(HEADERS[m] for m in METRICS) + " |",
-        "|---" * (len(METRICS) + 1) + "|",
+        "| model | " + " | ".join(HEADERS[m] for m in METRICS) + f" | vs {baseline} |",
+        "|---" * (len(METRICS) + 2) + "|",
     ]
+    base = rows.get(baseline) if baseline else None
     for name, row in rows.items():
         p = ref.get(name, {})
+        vs = versus(row, base, name == baseline)
         csv.append(
             ",".join(
                 [
                     name,
                     *("" if row[m] is None else f"{row[m]:.4f}" for m in METRICS),
                     *("" if p.get(m) is None else str(p[m]) for m in METRICS),
+                    *ci_fields(row),
+                    vs,
                 ]
             )
         )
-        cells = [f"{fmt(row[m])} ({fmt(p.get(m))})" for m in METRICS]
-        md.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + " |")
+        cells = [f"{cell(row, m)} ({fmt(p.get(m))})" for m in METRICS]
+        md.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + f" | {vs} |")
     return "\n".join(csv) + "\n", "\n".join(md) + "\n"
 
 
@@ -180,12 +258,19 @@ def main(argv: list[str] | None = None) -> None:
     labels = ref["row_labels"]
     w2 = win_rates(args.eval_dir / "winrate_table2.json", "SFT")
     w3 = win_rates(args.eval_dir / "winrate_table3.json", "SFT+DPO")
-    t2 = {m: model_row(args.eval_dir, m, w2.get(m), only_bio=(m == "PT")) for m in args.table2_rows}
-    t3 = {m: model_row(args.eval_dir, m, w3.get(m)) for m in args.table3_rows}
+    c2 = win_intervals(args.eval_dir / "winrate_table2.json", "SFT")
+    c3 = win_intervals(args.eval_dir / "winrate_table3.json", "SFT+DPO")
+    t2 = {
+        m: model_row(args.eval_dir, m, w2.get(m), only_bio=(m == "PT"), win_ci=c2.get(m))
+        for m in args.table2_rows
+    }
+    t3 = {m: model_row(args.eval_dir, m, w3.get(m), win_ci=c3.get(m)) for m in args.table3_rows}
     outputs = {
-        "table2_sft": render("Table 2: SFT variants (win rate vs SFT)", t2, ref["table2"], labels),
+        "table2_sft": render(
+            "Table 2: SFT variants (win rate vs SFT)", t2, ref["table2"], labels, "SFT"
+        ),
         "table3_dpo": render(
-            "Table 3: DPO variants (win rate vs SFT+DPO)", t3, ref["table3"], labels
+            "Table 3: DPO variants (win rate vs SFT+DPO)", t3, ref["table3"], labels, "SFT+DPO"
         ),
         "table8_length": lengths(
             args.eval_dir,

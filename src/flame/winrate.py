@@ -4,6 +4,8 @@ For every instruction the judge compares the model's response with the baseline'
 in each order (position swap). A judgment the model wins counts 1, a loss 0, and a judgment that
 cannot be read (or a response missing on either side) counts as a tie, 0.5. The win rate is
 100 x the mean over all judgments (so the baseline against itself is 50 by construction).
+``win_rate_ci`` gives n (instructions) and a 95 % bootstrap interval over instructions, each
+instruction counting the mean of its two judgments.
 Table 2 compares with SFT, Table 3 with SFT+DPO.
 
 Example:
@@ -21,6 +23,7 @@ from flame.cli import run
 from flame.io import json_arg, read_jsonl, setup_logging, write_json
 from flame.lm import load_lm, pick
 from flame.prompts import pairwise_prompt
+from flame.stats import interval
 
 log = logging.getLogger("flame.winrate")
 
@@ -79,8 +82,10 @@ def main(argv: list[str] | None = None) -> None:
         choices = [pick(s, ["A", "B"]) for s in lm.choose(prompts, ["A", "B"])]
         scores = [outcome(c, side) for c, side in zip(choices, sides, strict=True)]
         n = len(scores)
+        per_instruction = [(a + b) / 2 for a, b in zip(scores[::2], scores[1::2], strict=True)]
         result["models"][name] = {
             "win_rate": 100.0 * sum(scores) / n if n else float("nan"),
+            "win_rate_ci": interval(per_instruction, scale=100.0),
             "n_instructions": len(gens),
             "n_judgments": n,
             "wins": sum(s == 1.0 for s in scores),

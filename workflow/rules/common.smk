@@ -54,6 +54,20 @@ TABLES = expand(
     table=["table2_sft", "table3_dpo", "table8_length", "table11_pairs"],
     ext=["csv", "md"],
 )
+# optional results named in config `tables` (Table 5, Figure 1, ablations, alignment tax): each
+# rule module adds its targets to EXTRA_TARGETS when its name is listed
+EXTRA_TABLES = config.get("tables", ["table5_truthfulqa", "figure1"])
+EXTRA_TARGETS = []
+# ablation models (workflow/rules/ablations.smk): Table 6's SFT without the classifier and
+# Table 7's DPO_FLAME with other fact-pair selections, trained from SFT
+ABLATION_SFT = ["SFT_FLAME_noclf"] if "table6_classifier" in EXTRA_TABLES else []
+PAIR_SELECTIONS = (
+    ["threshold", "combined"] if "table7_pair_selection" in EXTRA_TABLES else []
+)
+ABLATION_DPO = [f"DPO_FLAME_{s}" for s in PAIR_SELECTIONS]
+SFT_NAMES = [*SFT_VARIANTS, *ABLATION_SFT]
+DPO_NAMES = ["DPO", "DPO_fact", "DPO_FLAME", *ABLATION_DPO]
+CHAT_EVAL_MODELS += [*ABLATION_SFT, *(f"SFT+{d}" for d in ABLATION_DPO)]
 
 
 SPECIAL_ROLES = {"policy", *SFT_VARIANTS}
@@ -101,7 +115,7 @@ def resolve(value, policy=None):
     """(spec, inputs) for a role value: a configured model, a trained model or the policy."""
     if value == "policy":
         value = policy
-    if value in SFT_VARIANTS or "+" in value:
+    if value in SFT_NAMES or "+" in value:
         path = trained_path(value)
         return {**config["trained_models"], "source": path}, [path]
     model = dict(config["models"][value])
@@ -303,6 +317,13 @@ WINRATE = {
     "table2": ("SFT", [m for m in SFT_VARIANTS if m != "SFT"]),
     "table3": ("SFT+DPO", [m for m in TABLE3_ROWS if m != "SFT+DPO"]),
 }
+if ABLATION_SFT:
+    WINRATE["table6"] = ("SFT", ["SFT_FLAME", *ABLATION_SFT])
+if ABLATION_DPO:
+    WINRATE["table7"] = (
+        "SFT+DPO",
+        ["SFT+DPO_FLAME", *(f"SFT+{d}" for d in ABLATION_DPO)],
+    )
 
 
 def winrate_inputs(wc):

@@ -115,7 +115,7 @@ rule winrate:
     benchmark:
         f"{BENCH}/winrate/{{table}}.tsv"
     wildcard_constraints:
-        table="table2|table3",
+        table="|".join(WINRATE),
     conda:
         conda_env("eval_judge")
     threads: 1

@@ -13,7 +13,7 @@ rule tables:
         **{
             f"{t}_{ext}": report(
                 f"{R}/tables/{t}.{ext}",
-                caption="../report/tables.rst",
+                caption=f"../report/{t}.rst",
                 category="Tables",
             )
             for t in ["table2_sft", "table3_dpo", "table8_length", "table11_pairs"]

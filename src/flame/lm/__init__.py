@@ -5,7 +5,10 @@ Every step talks to models through `LM`:
 - ``generate(prompts, sampling)`` -> for each prompt, ``sampling.n`` completions (text);
 - ``choose(prompts, options)`` -> for each prompt, a log-score per option (which option the model
   puts next: "Yes"/"No", "True"/"False", "A"/"B"), or None where a text-only backend's answer
-  names no option.
+  names no option;
+- ``loglikelihood(pairs)`` -> for each (context, continuation), the sum of the log-probabilities
+  of the continuation's tokens given the context (TruthfulQA's multiple-choice scores). The
+  continuation's tokens are the tokens of context + continuation after the context's own tokens.
 
 Backends: ``transformers`` (CPU or GPU, everywhere), ``vllm`` (GPUs), ``openai`` (any
 OpenAI-compatible HTTP server: vLLM serve, TGI, llama.cpp server, hosted APIs). A model spec is a
@@ -26,6 +29,7 @@ import json
 import logging
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +105,11 @@ class LM(ABC):
     @abstractmethod
     def choose(self, prompts: list[Prompt], options: list[str]) -> list[list[float] | None]:
         """For each prompt, a log-score per option, or None when no option can be read."""
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """For each (context, continuation), the sum of the log-probabilities of the
+        continuation's tokens (those of context + continuation after the context's tokens)."""
+        raise NotImplementedError(f"{type(self).__name__} does not score log-likelihoods")
 
 
 def truncate_at_stop(text: str, stop: tuple[str, ...]) -> str:
@@ -185,6 +194,26 @@ class CachedLM(LM):
             self.cache.put_many(new)
             found.update(new)
         return [found[key_of[p]] for p in prompts]
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        pairs = [(c, x) for c, x in pairs]
+        key_of = {p: make_key("loglik", self.fingerprint, list(p)) for p in pairs}
+        found = self.cache.get_many(key_of.values())
+        todo = list(dict.fromkeys(p for p, k in key_of.items() if k not in found))
+        log.info(
+            "loglikelihood: %d pairs, %d cached, %d to compute",
+            len(pairs),
+            len(pairs) - len(todo),
+            len(todo),
+        )
+        # one backend call per chunk: pairs sharing a context (a primer) should meet in it
+        for start in range(0, len(todo), self.chunk * 4):
+            part = todo[start : start + self.chunk * 4]
+            outs = self.inner.loglikelihood(part)
+            new = {key_of[p]: s for p, s in zip(part, outs, strict=True)}
+            self.cache.put_many(new)
+            found.update(new)
+        return [found[key_of[p]] for p in pairs]
 
 
 def parse_spec(spec: dict | str) -> dict[str, Any]:

@@ -320,6 +320,88 @@ class TransformersLM(LM):
         self.stats.prompt_tokens += sum(p for p, _ in pack) + sum(len(x) for x in suffixes)
         return logp
 
+    def loglikelihood(self, pairs) -> list[float]:
+        """Sum of the continuation's token log-probs per (context, continuation). Pairs whose
+        contexts share a long token prefix (TruthfulQA's QA primer) are grouped: the prefix is
+        run once per batch and only the rest of each sequence against copies of its KV cache.
+        A shared prefix stops one token before the shortest context in its group, so every
+        continuation token is predicted inside the suffix pass."""
+        ids, ctx = [], []
+        for context, continuation in pairs:
+            c = self.tokenizer.encode(context, add_special_tokens=False)
+            if not c:  # nothing to condition on: the end-of-text token, as lm-eval does
+                c = [self.tokenizer.eos_token_id]
+                context = self.tokenizer.eos_token
+            full = self.tokenizer.encode(context + continuation, add_special_tokens=False)
+            ids.append(full)
+            ctx.append(len(c))
+        out = [0.0] * len(pairs)
+        chunks, singles = [], []
+        for plen, members in prefix_groups(ids, self.min_shared_prefix):
+            plen = min([plen, *(ctx[i] - 1 for i in members)])
+            if plen > 0 and len(members) > 1:
+                step = self.batch_size
+                chunks.extend((plen, members[s : s + step]) for s in range(0, len(members), step))
+            else:
+                singles.extend(members)
+        for plen, members in chunks:
+            for i, v in zip(members, self._loglik_rows(ids, ctx, members, plen), strict=True):
+                out[i] = v
+        order = sorted(singles, key=lambda i: -len(ids[i]))
+        for start in range(0, len(order), self.batch_size):
+            part = order[start : start + self.batch_size]
+            for i, v in zip(part, self._loglik_rows(ids, ctx, part, 0), strict=True):
+                out[i] = v
+        return out
+
+    def _loglik_rows(self, ids, ctx, part: list[int], plen: int) -> list[float]:
+        """Continuation log-likelihoods of rows `part` sharing their first `plen` tokens (0: none).
+        Rows are [prefix][left padding][rest]; position ids skip the padding."""
+        torch = self.torch
+        pad = self.tokenizer.pad_token_id
+        rest = [ids[i][plen:] for i in part]
+        width = max(len(r) for r in rest)
+        inp = torch.full((len(part), width), pad)
+        smask = torch.zeros((len(part), width), dtype=torch.long)
+        pos = torch.zeros((len(part), width), dtype=torch.long)
+        for row, r in enumerate(rest):
+            inp[row, width - len(r) :] = torch.tensor(r)
+            smask[row, width - len(r) :] = 1
+            pos[row, width - len(r) :] = torch.arange(plen, plen + len(r))
+        dev = self.device
+        t0 = time.time()
+        with torch.inference_mode():
+            kw = {}
+            mask = smask
+            if plen:
+                prefix = torch.tensor([ids[part[0]][:plen]], device=dev)
+                cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+                cache = cache.past_key_values
+                cache.batch_repeat_interleave(len(part))
+                kw["past_key_values"] = cache
+                mask = torch.cat([torch.ones((len(part), plen), dtype=torch.long), smask], dim=1)
+            # rows end at the last column, so every continuation is predicted within the last
+            # (longest continuation + 1) columns: only those go through the LM head
+            keep = max(len(ids[i]) - ctx[i] for i in part) + 1
+            logits = self.model(
+                input_ids=inp.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                use_cache=bool(plen), logits_to_keep=keep, **kw,
+            ).logits.float()  # fmt: skip
+            lse = torch.logsumexp(logits, dim=-1)
+        result = []
+        for row, i in enumerate(part):
+            n = len(ids[i])
+            # position a (absolute) predicts token a + 1; its column among the kept ones
+            first = width - (n - plen) - (width - keep)
+            cols = torch.arange(first + ctx[i] - 1 - plen, first + n - 1 - plen)
+            targets = torch.tensor(ids[i][ctx[i] :])
+            lp = logits[row, cols].gather(-1, targets[:, None].to(dev))[:, 0] - lse[row, cols]
+            result.append(float(lp.sum()))
+        self.stats.seconds += time.time() - t0
+        self.stats.calls += len(part)
+        self.stats.prompt_tokens += plen + sum(len(r) for r in rest)
+        return result
+
 
 def pack_groups(
     chunks: list[tuple[int, list[int]]], max_rows: int

@@ -4,7 +4,10 @@ Spec keys: base_url (e.g. http://localhost:8000/v1), model, api_key_env (the NAM
 environment variable holding the key; the key itself never goes in config, logs or results),
 max_concurrency, timeout, max_retries. Chat prompts go to /chat/completions, raw text to
 /completions. `choose` reads top log-probs when the server returns them and otherwise parses the
-answer's text: the option named first wins (FActScore's rule for API verifiers).
+answer's text: the option named first wins (FActScore's rule for API verifiers). `loglikelihood`
+needs a server that echoes prompt log-probs on /completions (vLLM serve, llama.cpp server, TGI's
+OpenAI route): it sends context + continuation with echo, logprobs 1, max_tokens 1, and sums
+the log-probs of the tokens that end after the context's last character.
 """
 
 from __future__ import annotations
@@ -101,6 +104,11 @@ class OpenAILM(LM):
         }
 
     def _map(self, fn, prompts: list[Prompt], sampling: Sampling):
+        self.plan_log(prompts, sampling)
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(fn, prompts))
+
+    def plan_log(self, prompts: list[Prompt], sampling: Sampling) -> None:
         plan = self.plan(prompts, sampling)
         log.info(
             "openai: about to make %d requests to %s (model %s): ~%d prompt tokens, at most %d "
@@ -108,8 +116,6 @@ class OpenAILM(LM):
             plan["requests"], self.base_url, self.model, plan["prompt_tokens_estimate"],
             plan["max_completion_tokens"],
         )  # fmt: skip
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(fn, prompts))
 
     @staticmethod
     def _text(choice: dict) -> str:
@@ -154,6 +160,48 @@ class OpenAILM(LM):
         out = self._map(one, prompts, sampling)
         self.stats.seconds += time.time() - t0
         return out
+
+    def loglikelihood(self, pairs) -> list[float]:
+        sampling = Sampling(max_new_tokens=1, temperature=0.0)
+        t0 = time.time()
+
+        def one(pair: tuple[str, str]) -> float:
+            context, continuation = pair
+            text = context + continuation
+            resp = self._post(
+                "/completions",
+                {"prompt": text, "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 1},
+            )
+            self._count(resp)
+            lp = resp["choices"][0].get("logprobs")
+            if not lp or "text_offset" not in lp:
+                raise RuntimeError(
+                    f"{self.base_url}/completions returned no echoed prompt log-probs: the "
+                    "server must support echo=true with logprobs for loglikelihood"
+                )
+            return continuation_logprob(lp, len(context), len(text))
+
+        pairs = list(pairs)
+        self.plan_log([Prompt(text=c + x) for c, x in pairs], sampling)
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            out = list(pool.map(one, pairs))
+        self.stats.seconds += time.time() - t0
+        return out
+
+
+def continuation_logprob(lp: dict, context_chars: int, total_chars: int) -> float:
+    """Sum of the echoed prompt tokens' log-probs over the continuation: the tokens that end
+    after the context's `context_chars` characters and start before `total_chars` (the end of
+    the prompt; the one generated token is left out)."""
+    tokens, offsets, logprobs = lp["tokens"], lp["text_offset"], lp["token_logprobs"]
+    total = 0.0
+    for tok, start, value in zip(tokens, offsets, logprobs, strict=True):
+        if start + len(tok) <= context_chars or start >= total_chars:
+            continue
+        if value is None:
+            raise ValueError(f"the server returned no log-prob for prompt token {tok!r}")
+        total += value
+    return total
 
 
 def _scores_from_logprobs(lp: dict | None, options: list[str]) -> list[float] | None:
