@@ -240,8 +240,9 @@ def test_tables_note_a_missing_set(tmp_path):
     md = (out / "table2_sft.md").read_text()
     assert "Note: eval/fava was not built, its columns are empty: FAVA: not given" in md
     row = next(line for line in md.splitlines() if line.startswith("| SFT |"))
-    cells = [c.strip() for c in row.split("|")[2:-1]]  # Win, Bio x3, AF x3, FAVA x3
-    assert all(c.startswith("- (") for c in cells[7:]) and cells[1].startswith("50.0 (")
+    # Win, Bio x3, AF x3, FAVA x3, vs_baseline
+    cells = [c.strip() for c in row.split("|")[2:-1]]
+    assert all(c.startswith("- (") for c in cells[7:10]) and cells[1].startswith("50.0 (")
     header, sft = (out / "table2_sft.csv").read_text().splitlines()[:3:2]
     cells = dict(zip(header.split(","), sft.split(","), strict=True))
     assert cells["bio_fs"] == "50.0000" and cells["fava_fs"] == ""

@@ -29,6 +29,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+from flame.cli import run
 from flame.io import json_arg, setup_logging, write_json
 
 log = logging.getLogger("flame.alignment_tax")
@@ -213,4 +214,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

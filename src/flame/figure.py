@@ -17,6 +17,7 @@ import argparse
 import csv
 from pathlib import Path
 
+from flame.cli import run
 from flame.io import atomic_path
 
 AXES = {"bio_fs": "Bio", "af_fs": "Alpaca Fact", "fava_fs": "FAVA"}
@@ -110,4 +111,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from flame.cli import run
 from flame.io import read_json, write_text
 from flame.stats import half_width, overlaps
 from flame.tables import fmt, paper
@@ -211,4 +212,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

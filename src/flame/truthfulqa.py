@@ -33,6 +33,7 @@ import logging
 import math
 from pathlib import Path
 
+from flame.cli import run
 from flame.io import json_arg, setup_logging, write_json, write_jsonl
 
 log = logging.getLogger("flame.truthfulqa")
@@ -280,4 +281,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
