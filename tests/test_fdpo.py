@@ -1,0 +1,179 @@
+"""F-DPO: hallucination labels, bucket balancing and flipping (flame.fdpo), and the Δh-margin
+loss of flame.train_fdpo against TRL's sigmoid DPO loss and a hand computation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from flame import fdpo, train_dpo, train_fdpo, training
+
+
+def pair(i, sc, sr, kind="if"):
+    return {"id": f"p{i}", "prompt": f"Q{i}?", "chosen": f"good {i}", "rejected": f"bad {i}",
+            "kind": kind, "rm_fact": [sc, sr], "rm_if": [4.0, 3.0]}  # fmt: skip
+
+
+HAND = [
+    pair(0, 1.0, 1.0),  # 00
+    pair(1, 1.0, 0.5),  # 01
+    pair(2, 0.5, 1.0),  # 10 -> flipped to 01
+    pair(3, 0.25, 1.0, kind="inversion"),  # 10 -> flipped to 01
+    pair(4, 0.5, 0.0),  # 11
+    pair(5, None, 1.0),  # chosen has no facts: unlabelled
+    {**pair(6, 1.0, 1.0), "rm_fact": None},  # prompt not scored by RM_fact: unlabelled
+]
+
+
+def test_labels_follow_the_threshold():
+    assert fdpo.label(None) is None
+    assert fdpo.label(1.0) == 0 and fdpo.label(0.99) == 1  # default: any unsupported fact
+    assert fdpo.label(0.6, threshold=0.5) == 0 and fdpo.label(0.4, threshold=0.5) == 1
+
+
+def test_flipping_and_bucket_counts_on_hand_made_pairs():
+    out, info = fdpo.build(HAND, threshold=1.0)
+    assert info["unlabelled"] == 2 and info["input_pairs"] == 7
+    assert info["buckets_before_flip"] == {"00": 1, "01": 1, "10": 2, "11": 1}
+    assert info["buckets_after_flip"] == {"00": 1, "01": 3, "10": 0, "11": 1}
+    assert info["flipped"] == 2 and info["pairs"] == 5
+    by_id = {p["id"]: p for p in out}
+    assert [by_id[i]["delta_h"] for i in ("p0", "p1", "p2", "p3", "p4")] == [0, 1, 1, 1, 0]
+    p2 = by_id["p2"]  # swapped, with its scores
+    assert p2["flipped"] and p2["chosen"] == "bad 2" and p2["rejected"] == "good 2"
+    assert p2["rm_fact"] == [1.0, 0.5] and p2["rm_if"] == [3.0, 4.0]
+    assert not by_id["p1"]["flipped"] and by_id["p1"]["chosen"] == "good 1"
+    # a looser threshold changes the labels: 0.5 counts as clean
+    _, loose = fdpo.build(HAND, threshold=0.5)
+    assert loose["buckets_before_flip"] == {"00": 3, "01": 1, "10": 1, "11": 0}
+
+
+def test_balance_downsamples_to_shares():
+    pairs = [dict(pair(i, 1.0, 1.0), h_w=0, h_l=0) for i in range(9)]
+    pairs += [dict(pair(10 + i, 1.0, 0.0), h_w=0, h_l=1) for i in range(4)]
+    pairs += [dict(pair(20 + i, 0.0, 1.0), h_w=1, h_l=0) for i in range(2)]
+    kept = fdpo.balance(pairs, {"00": 2, "01": 1, "10": 1}, seed=1)
+    assert fdpo.counts(kept) == {"00": 4, "01": 2, "10": 2, "11": 0}
+    assert fdpo.balance(pairs, {"00": 2, "01": 1, "10": 1}, seed=1) == kept  # seeded
+    with pytest.raises(ValueError, match="unknown bucket"):
+        fdpo.balance(pairs, {"2x": 1})
+
+
+def test_cli_writes_pairs_and_counts(tmp_path):
+    src = tmp_path / "pairs.jsonl"
+    src.write_text("".join(json.dumps(p) + "\n" for p in HAND))
+    out, counts = tmp_path / "fdpo.jsonl", tmp_path / "counts.json"
+    fdpo.main(["--pairs", str(src), "--out", str(out), "--counts", str(counts),
+               "--balance", '{"00": 1, "01": 1, "10": 1, "11": 1}'])  # fmt: skip
+    info = json.loads(counts.read_text())
+    assert info["buckets_balanced"] == {"00": 1, "01": 1, "10": 1, "11": 1}
+    assert info["buckets_after_flip"] == {"00": 1, "01": 2, "10": 0, "11": 1}
+    assert len(out.read_text().splitlines()) == 4
+
+
+# ---- the loss -------------------------------------------------------------------------------
+
+LOSS_PAIRS = [
+    {"id": f"q{i}", "prompt": f"Who wrote book {i}?", "chosen": f"Author {i} wrote it in {1900 + i}.",
+     "rejected": "No idea." if i % 2 else f"It was written by nobody {i}.", "delta_h": i % 2}
+    for i in range(4)
+]  # fmt: skip
+
+
+def make_trainer(tiny_model, tmp_path, trainer_cls, name):
+    import torch
+
+    recipe = training.load_recipe(
+        train_dpo.RECIPE,
+        None,
+        ["global_batch_size=4", "per_device_train_batch_size=4", "max_length=64", "beta=0.1"],
+    )
+    trainer = train_dpo.build_trainer(
+        str(tiny_model), LOSS_PAIRS, recipe, tmp_path / name, trainer_cls, train_fdpo.to_example
+    )
+    torch.manual_seed(7)  # the same perturbation for every trainer: policy != reference
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return trainer
+
+
+def first_batch(trainer):
+    batch = next(iter(trainer.get_train_dataloader()))
+    return {k: v for k, v in batch.items()}
+
+
+@pytest.fixture(scope="module")
+def torch_threads():
+    training.set_threads(2)
+
+
+def test_lambda_zero_equals_trl_sigmoid_loss(tiny_model, tmp_path, torch_threads):
+    import torch
+    from trl import DPOTrainer
+
+    ours = make_trainer(tiny_model, tmp_path, train_fdpo.trainer_factory(0.0), "fdpo")
+    trl = make_trainer(tiny_model, tmp_path, DPOTrainer, "trl")
+    batch = first_batch(ours)
+    assert batch["delta_h"].tolist().count(1.0) == 2  # the column reached the batch
+    with torch.no_grad():
+        a = ours._compute_loss(ours.model, batch, return_outputs=False)
+        b = trl._compute_loss(trl.model, {k: v for k, v in batch.items() if k != "delta_h"}, False)
+    assert abs(a.item() - b.item()) < 1e-6
+    assert abs(a.item() - math.log(2)) > 1e-3  # policy != reference: a real margin
+
+
+def completion_logps(model, batch):
+    import torch
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    tok = logp.gather(-1, batch["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
+    return (tok * batch["completion_mask"][:, 1:]).sum(dim=1)
+
+
+def test_positive_lambda_matches_hand_computed_loss(tiny_model, tmp_path, torch_threads):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    lam, beta = 4.0, 0.1
+    ours = make_trainer(tiny_model, tmp_path, train_fdpo.trainer_factory(lam), "fdpo")
+    batch = first_batch(ours)
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():
+        loss = ours._compute_loss(ours.model, batch, return_outputs=False).item()
+        pol = completion_logps(ours.model, batch)
+        ref = completion_logps(reference, batch)
+    n = len(LOSS_PAIRS)
+    m = (pol[:n] - ref[:n]) - (pol[n:] - ref[n:])
+    dh = batch["delta_h"]
+    hand = [math.log1p(math.exp(-beta * (m[i].item() - lam * dh[i].item()))) for i in range(n)]
+    assert abs(loss - sum(hand) / n) < 1e-5
+    plain = sum(math.log1p(math.exp(-beta * m[i].item())) for i in range(n)) / n
+    assert loss > plain + 0.05  # the margin costs something on the delta_h = 1 pairs
+    mode = "train" if ours.model.training else "eval"
+    assert ours._metrics[mode]["fdpo/penalty"][-1] == pytest.approx(beta * lam * 0.5)
+
+
+def test_fdpo_trains_and_records_lambda(tiny_model, tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in LOSS_PAIRS))
+    out = tmp_path / "SFT+FDPO_l2"
+    summary = train_fdpo.main(["--lam", "2", "--quantize", "nf4", "--init", str(tiny_model),
+                               "--pairs", str(data), "--out", str(out), "--set", "max_steps=2",
+                               "--set", "global_batch_size=2", "--set",
+                               "per_device_train_batch_size=2", "--threads", "2"])  # fmt: skip
+    saved = json.loads((out / "train_summary.json").read_text())
+    assert saved["global_step"] == 2 and saved["fdpo"] == {"lambda": 2.0, "quantize": "nf4"}
+    assert saved["recipe"]["use_lora"] is True  # nf4 implies LoRA; plain LoRA on CPU
+    assert summary["fdpo"]["lambda"] == 2.0 and (out / "flame_fingerprint.json").exists()
+
+
+def test_bad_delta_h_names_the_pair(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    with pytest.raises(Exception, match="q9.*delta_h"):
+        train_fdpo.to_example({"id": "q9", "prompt": "a", "chosen": "b", "rejected": "c"}, tok)
