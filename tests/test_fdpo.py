@@ -76,7 +76,7 @@ def test_cli_writes_pairs_and_counts(tmp_path):
 # ---- the loss -------------------------------------------------------------------------------
 
 LOSS_PAIRS = [
-    {"id": f"q{i}", "prompt": f"Who wrote book {i}?", "chosen": f"Author {i} wrote it in {1900 + i}.",
+    {"id": f"q{i}", "prompt": f"Who wrote book {i}?", "chosen": f"Author {i} wrote it.",
      "rejected": "No idea." if i % 2 else f"It was written by nobody {i}.", "delta_h": i % 2}
     for i in range(4)
 ]  # fmt: skip
@@ -177,3 +177,34 @@ def test_bad_delta_h_names_the_pair(tokenizer_dir):
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     with pytest.raises(Exception, match="q9.*delta_h"):
         train_fdpo.to_example({"id": "q9", "prompt": "a", "chosen": "b", "rejected": "c"}, tok)
+
+
+# ---- hallucination inversion ----------------------------------------------------------------
+
+
+def test_inversion_counts_kept_and_discarded_rewrites():
+    from flame import invert
+
+    samples = [
+        {"id": "a", "instruction": "Who?", "responses": ["Clean A.", "Bad A.", "Clean A2."]},
+        {"id": "b", "instruction": "When?", "responses": ["Clean B.", ""]},
+        {"id": "c", "instruction": "Not fact-based", "responses": ["x"]},
+    ]
+    rm_fact = {"a": [1.0, 0.5, 1.0], "b": [1.0, None]}
+    originals = invert.clean_responses(samples, rm_fact, threshold=1.0)
+    assert [o["id"] for o in originals] == ["a#0", "a#2", "b#0"]
+    assert len(invert.clean_responses(samples, rm_fact, limit=2, seed=3)) == 2
+    originals.append({**originals[0], "id": "a#9"})
+    originals.append({**originals[0], "id": "a#8"})
+    rewrites = ["Wrong A.", "Clean A2.", "Wrong B.", "", "Still fine."]
+    scores = [0.0, 1.0, None, None, 1.0]
+    pairs, counts = invert.select(originals, rewrites, scores)
+    assert counts == {"clean_responses": 5, "rewrites": 5, "kept": 1, "discarded_total": 4,
+                      "discarded": {"unchanged": 1, "no_facts": 1, "empty": 1,
+                                    "not_less_factual": 1}}  # fmt: skip
+    (p,) = pairs
+    assert p["chosen"] == "Wrong A." and p["rejected"] == "Clean A." and p["kind"] == "inversion"
+    # an inversion pair lands in bucket 10 and is flipped back to (clean, hallucinated)
+    (flipped,), info = fdpo.build(pairs)
+    assert info["buckets_before_flip"]["10"] == 1 and flipped["flipped"]
+    assert flipped["chosen"] == "Clean A." and flipped["delta_h"] == 1
