@@ -14,8 +14,9 @@ Output: the reward model folder (atomic, with train_summary.json and the flame f
 
 Example:
     python -m flame.train_rm --init results/models/sft/SFT \\
-        --samples results/dpo/SFT/samples.jsonl --rm-fact results/dpo/SFT/rm_fact.jsonl --out results/models/rm/RM_BT \\
-        --metrics results/rm/RM_BT_metrics.json --set max_steps=10 --threads 2
+        --samples results/dpo/SFT/samples.jsonl --rm-fact results/dpo/SFT/rm_fact.jsonl \\
+        --out results/models/rm/RM_BT --metrics results/rm/RM_BT_metrics.json \\
+        --set max_steps=10 --threads 2
 """
 
 from __future__ import annotations
