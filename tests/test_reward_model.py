@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from flame import train_rm
+from flame import rm_bt, train_rm
 
 SAMPLES = [
     {"id": f"s{i}", "instruction": f"Tell me about city {i}.", "fact_based": True,
@@ -46,3 +46,26 @@ def test_reward_model_beats_chance_on_its_training_pairs(tiny_model, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["LlamaForSequenceClassification"]
     assert (out / "flame_fingerprint.json").exists()
+    # the trained model as RM_fact: same records, agreement with FActScore's order
+    scores, stats = tmp_path / "rm_bt.jsonl", tmp_path / "stats.json"
+    rm_bt.main(["--model", str(out), "--samples", str(samples), "--out", str(scores),
+                "--compare", str(rm), "--stats", str(stats), "--threads", "2"])  # fmt: skip
+    recs = [json.loads(line) for line in scores.read_text().splitlines()]
+    assert [r["id"] for r in recs] == [s["id"] for s in SAMPLES]
+    assert all(len(r["scores"]) == 3 and None not in r["scores"] for r in recs)
+    agree = json.loads(stats.read_text())
+    assert agree["responses"] == 24 and agree["responses_per_s"] > 0
+    assert agree["agreement_with_factscore"]["pairs"] == 16
+    assert agree["agreement_with_factscore"]["pairwise_accuracy"] > 0.75
+
+
+def test_kendall_tau_and_pairwise_agreement():
+    assert rm_bt.kendall_tau_b([1, 2, 3], [10, 20, 30]) == 1.0
+    assert rm_bt.kendall_tau_b([1, 2, 3], [3, 2, 1]) == -1.0
+    assert rm_bt.kendall_tau_b([1], [1]) is None
+    assert abs(rm_bt.kendall_tau_b([1, 2, 2], [1, 2, 3]) - 2 / (2 * 3) ** 0.5) < 1e-12
+    ref = {"a": [1.0, 0.0, 0.5], "b": [None, 1.0, 1.0]}
+    ours = {"a": [3.0, 1.0, 0.0], "b": [0.0, 2.0, 1.0]}
+    got = rm_bt.agreement(ours, ref)
+    # a: (0>1 right, 0>2 right, 2>1 wrong); b: the only pair ties in the reference
+    assert got["pairs"] == 3 and abs(got["pairwise_accuracy"] - 2 / 3) < 1e-12
