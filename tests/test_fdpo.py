@@ -162,11 +162,12 @@ def test_fdpo_trains_and_records_lambda(tiny_model, tmp_path):
     data.write_text("".join(json.dumps(p) + "\n" for p in LOSS_PAIRS))
     out = tmp_path / "SFT+FDPO_l2"
     summary = train_fdpo.main(["--lam", "2", "--quantize", "nf4", "--init", str(tiny_model),
-                               "--pairs", str(data), "--out", str(out), "--set", "max_steps=2",
+                               "--pairs", str(data), "--out", str(out), "--epochs", "1",
                                "--set", "global_batch_size=2", "--set",
                                "per_device_train_batch_size=2", "--threads", "2"])  # fmt: skip
     saved = json.loads((out / "train_summary.json").read_text())
-    assert saved["global_step"] == 2 and saved["fdpo"] == {"lambda": 2.0, "quantize": "nf4"}
+    assert saved["global_step"] == 2  # 1 epoch of 4 pairs, batch 2
+    assert saved["fdpo"] == {"lambda": 2.0, "quantize": "nf4", "epochs": 1.0}
     assert saved["recipe"]["use_lora"] is True  # nf4 implies LoRA; plain LoRA on CPU
     assert summary["fdpo"]["lambda"] == 2.0 and (out / "flame_fingerprint.json").exists()
 

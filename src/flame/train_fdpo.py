@@ -30,10 +30,11 @@ import argparse
 import dataclasses
 import functools
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
-from flame import train_dpo
+from flame import train_dpo, training
 from flame.io import RecordError, read_json, write_json
 
 log = logging.getLogger("flame.train_fdpo")
@@ -134,7 +135,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(add_help=False)
     ap.add_argument("--lam", type=float, help="F-DPO lambda (0: plain DPO)")
     ap.add_argument("--quantize", choices=("none", "nf4"), default="none")
+    ap.add_argument("--epochs", type=float, help="max_steps = ceil(epochs x pairs / global batch)")
     ap.add_argument("--out")
+    ap.add_argument("--pairs")
+    ap.add_argument("--recipe")
+    ap.add_argument("--set", action="append", default=[])
     args, rest = ap.parse_known_args(argv)
     if {"-h", "--help"} & set(rest):
         print(__doc__)
@@ -143,14 +148,23 @@ def main(argv: list[str] | None = None) -> dict:
     if args.lam is None or args.lam < 0 or not args.out:
         raise SystemExit(f"error: --lam >= 0 and --out are required (got --lam {args.lam})")
     quantize = None if args.quantize == "none" else args.quantize
+    sets = list(args.set)
     if quantize:
-        rest += ["--set", "use_lora=true"]  # QLoRA trains an adapter, never the 4-bit base
+        sets.append("use_lora=true")  # QLoRA trains an adapter, never the 4-bit base
+    if args.epochs:
+        recipe = training.load_recipe(train_dpo.RECIPE, args.recipe, sets)
+        n = sum(1 for line in Path(args.pairs).open(encoding="utf-8") if line.strip())
+        steps = max(1, math.ceil(args.epochs * n / recipe["global_batch_size"]))
+        log.info("%g epochs of %d pairs: max_steps %d", args.epochs, n, steps)
+        sets.append(f"max_steps={steps}")
+    rest += [f"--set={s}" for s in sets] + (["--recipe", args.recipe] if args.recipe else [])
+    rest += ["--pairs", args.pairs] if args.pairs else []
     summary = train_dpo.main(
         [*rest, "--out", args.out],
         trainer_cls=trainer_factory(args.lam, quantize),
         to_example=to_example,
     )
-    extra = {"fdpo": {"lambda": args.lam, "quantize": args.quantize}}
+    extra = {"fdpo": {"lambda": args.lam, "quantize": args.quantize, "epochs": args.epochs}}
     saved = Path(args.out) / "train_summary.json"
     if saved.exists():
         write_json(saved, {**read_json(saved), **extra})
