@@ -209,3 +209,56 @@ def test_inversion_counts_kept_and_discarded_rewrites():
     (flipped,), info = fdpo.build(pairs)
     assert info["buckets_before_flip"]["10"] == 1 and flipped["flipped"]
     assert flipped["chosen"] == "Clean A." and flipped["delta_h"] == 1
+
+
+# ---- the table ------------------------------------------------------------------------------
+
+
+def test_table_fdpo_metrics_from_per_fact_records(tmp_path):
+    from flame import table_fdpo
+
+    ev = tmp_path / "eval"
+    facts = {  # per response: share supported x 10 -> 10, 5, 0 (l0) and 10, 10 (l10)
+        "SFT+FDPO_l0": [("a", [1, 1]), ("b", [1, 0]), ("c", [0])],
+        "SFT+FDPO_l10": [("a", [1]), ("b", [1, 1, 1])],
+    }
+    for model, rows in facts.items():
+        (ev / model / "facts").mkdir(parents=True)
+        lines = [json.dumps({"id": i, "fact": "x", "supported": bool(s)}) for i, ss in rows
+                 for s in ss]  # fmt: skip
+        (ev / model / "facts" / "bio.jsonl").write_text("\n".join(lines) + "\n")
+        (ev / model / "factuality.json").write_text(json.dumps({"bio": {"factscore": 0.5}}))
+    win = {"models": {"SFT+FDPO_l10": {"wins": 3, "losses": 1, "ties_or_unreadable": 4}}}
+    (ev / "winrate_fdpo.json").write_text(json.dumps(win))
+    counts = tmp_path / "counts.json"
+    counts.write_text(json.dumps(fdpo.build(HAND)[1]))
+    out = tmp_path / "tables"
+    table_fdpo.main(["--eval-dir", str(ev), "--out-dir", str(out), "--rows", "SFT+FDPO_l0=0",
+                     "SFT+FDPO_l10=10", "--baseline", "SFT+FDPO_l0", "--winrate",
+                     str(ev / "winrate_fdpo.json"), "--counts", str(counts)])  # fmt: skip
+    import csv
+
+    rows = {r["model"]: r for r in csv.DictReader((out / "table_fdpo.csv").open())}
+    l0, l10 = rows["F-DPO λ=0 (SFT+FDPO_l0)"], rows["F-DPO λ=10 (SFT+FDPO_l10)"]
+    assert float(l0["factuality"]) == 5.0 and float(l0["halluc_rate"]) == pytest.approx(1 / 3)
+    assert float(l10["factuality"]) == 10.0 and float(l10["halluc_rate"]) == 0.0
+    assert float(l10["win_rate"]) == 0.75 and l0["win_rate"] == ""  # wins / non-tied
+    assert l0["count"] == "3" and float(l0["bio_fs"]) == 50.0
+    assert float(rows["paper: Qwen3-8B + F-DPO"]["halluc_rate"]) == 0.084
+    md = (out / "table_fdpo.md").read_text()
+    assert "before flipping" in md and "0.424" in md
+    # the reward-model table: two rows and the RM's notes
+    metrics, stats, bench = tmp_path / "m.json", tmp_path / "s.json", tmp_path / "b.tsv"
+    metrics.write_text(json.dumps({"train_pairs": 9, "heldout_pairs": 3, "train_accuracy": 1.0,
+                                   "heldout_accuracy": 0.5}))  # fmt: skip
+    stats.write_text(json.dumps({"responses": 12, "responses_per_s": 40.0,
+                                 "agreement_with_factscore": {"pairwise_accuracy": 0.6, "pairs": 10,
+                                                              "kendall_tau_b": 0.2}}))  # fmt: skip
+    bench.write_text("s\th:m:s\n24.0\t0:00:24\n")
+    table_fdpo.main(["--eval-dir", str(ev), "--out-dir", str(out), "--rm-rows",
+                     "SFT+FDPO_l0=by FActScore", "SFT+FDPO_l10=by RM_BT", "--rm-metrics",
+                     str(metrics), "--rm-stats", str(stats), "--factscore-benchmark", str(bench)])  # fmt: skip
+    rm_rows = [r["model"] for r in csv.DictReader((out / "table_rm.csv").open())]
+    assert rm_rows == ["by FActScore", "by RM_BT"]
+    md = (out / "table_rm.md").read_text()
+    assert "40.000 responses/s" in md and "FActScore 0.500 responses/s" in md
