@@ -257,7 +257,8 @@ def test_table_fdpo_metrics_from_per_fact_records(tmp_path):
     bench.write_text("s\th:m:s\n24.0\t0:00:24\n")
     table_fdpo.main(["--eval-dir", str(ev), "--out-dir", str(out), "--rm-rows",
                      "SFT+FDPO_l0=by FActScore", "SFT+FDPO_l10=by RM_BT", "--rm-metrics",
-                     str(metrics), "--rm-stats", str(stats), "--factscore-benchmark", str(bench)])  # fmt: skip
+                     str(metrics), "--rm-stats", str(stats),
+                     "--factscore-benchmark", str(bench)])  # fmt: skip
     rm_rows = [r["model"] for r in csv.DictReader((out / "table_rm.csv").open())]
     assert rm_rows == ["by FActScore", "by RM_BT"]
     md = (out / "table_rm.md").read_text()
