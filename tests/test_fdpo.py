@@ -82,21 +82,23 @@ LOSS_PAIRS = [
 ]  # fmt: skip
 
 
-def make_trainer(tiny_model, tmp_path, trainer_cls, name):
+def make_trainer(tiny_model, tmp_path, trainer_cls, name, lora=False):
     import torch
 
     recipe = training.load_recipe(
         train_dpo.RECIPE,
         None,
-        ["global_batch_size=4", "per_device_train_batch_size=4", "max_length=64", "beta=0.1"],
-    )
+        ["global_batch_size=4", "per_device_train_batch_size=4", "max_length=64", "beta=0.1",
+         f"use_lora={str(lora).lower()}"],
+    )  # fmt: skip
     trainer = train_dpo.build_trainer(
         str(tiny_model), LOSS_PAIRS, recipe, tmp_path / name, trainer_cls, train_fdpo.to_example
     )
     torch.manual_seed(7)  # the same perturbation for every trainer: policy != reference
     with torch.no_grad():
-        for p in trainer.model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+        for n, p in sorted(trainer.model.named_parameters()):
+            if not lora or "lora_" in n:  # with LoRA the reference is the adapter-free model
+                p.add_(0.05 * torch.randn_like(p))
     return trainer
 
 
@@ -110,12 +112,13 @@ def torch_threads():
     training.set_threads(2)
 
 
-def test_lambda_zero_equals_trl_sigmoid_loss(tiny_model, tmp_path, torch_threads):
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_lambda_zero_equals_trl_sigmoid_loss(tiny_model, tmp_path, torch_threads, lora):
     import torch
     from trl import DPOTrainer
 
-    ours = make_trainer(tiny_model, tmp_path, train_fdpo.trainer_factory(0.0), "fdpo")
-    trl = make_trainer(tiny_model, tmp_path, DPOTrainer, "trl")
+    ours = make_trainer(tiny_model, tmp_path, train_fdpo.trainer_factory(0.0), "fdpo", lora)
+    trl = make_trainer(tiny_model, tmp_path, DPOTrainer, "trl", lora)
     batch = first_batch(ours)
     assert batch["delta_h"].tolist().count(1.0) == 2  # the column reached the batch
     with torch.no_grad():
