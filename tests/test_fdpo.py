@@ -258,11 +258,17 @@ def test_table_fdpo_metrics_from_per_fact_records(tmp_path):
                                  "agreement_with_factscore": {"pairwise_accuracy": 0.6, "pairs": 10,
                                                               "kendall_tau_b": 0.2}}))  # fmt: skip
     bench.write_text("s\th:m:s\n24.0\t0:00:24\n")
+    fs_pairs, rm_pairs = tmp_path / "fs.jsonl", tmp_path / "rm.jsonl"
+    fs_pairs.write_text("".join(json.dumps(p) + "\n" for p in HAND[:3]))
+    rm_pairs.write_text("".join(json.dumps(p) + "\n" for p in [HAND[0], fdpo.flip(
+        dict(HAND[1], h_w=1, h_l=0))]))  # fmt: skip
     table_fdpo.main(["--eval-dir", str(ev), "--out-dir", str(out), "--rm-rows",
                      "SFT+FDPO_l0=by FActScore", "SFT+FDPO_l10=by RM_BT", "--rm-metrics",
                      str(metrics), "--rm-stats", str(stats),
-                     "--factscore-benchmark", str(bench)])  # fmt: skip
+                     "--factscore-benchmark", str(bench), "--fact-pairs", str(fs_pairs),
+                     str(rm_pairs)])  # fmt: skip
     rm_rows = [r["model"] for r in csv.DictReader((out / "table_rm.csv").open())]
     assert rm_rows == ["by FActScore", "by RM_BT"]
     md = (out / "table_rm.md").read_text()
     assert "40.000 responses/s" in md and "FActScore 0.500 responses/s" in md
+    assert "1 of 3 FActScore pairs are also chosen" in md and "which chose 2" in md

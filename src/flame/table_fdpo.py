@@ -110,6 +110,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rm-stats", type=Path, help="flame.rm_bt stats")
     ap.add_argument("--rm-samples", type=Path, help="samples FActScore's RM_fact scored")
     ap.add_argument("--factscore-benchmark", type=Path, help="the rm_fact rule's benchmark TSV")
+    ap.add_argument(
+        "--fact-pairs", nargs="*", type=Path, default=[],
+        help="pairs_DPO_fact.jsonl of each --rm-rows row (pair counts and overlap)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     outputs = {}
     if args.rows:
@@ -141,11 +145,21 @@ def main(argv: list[str] | None = None) -> None:
                 "bio_fs", "af_fs", "fava_fs"]  # fmt: skip
         outputs["table_fdpo"] = render("F-DPO: λ sweep", rows, cols, notes)
     if args.rm_rows:
-        rows = {}
-        for item in args.rm_rows:
+        rows, chosen = {}, []
+        for k, item in enumerate(args.rm_rows):
             model, _, label = item.partition("=")
             rows[label] = fdpo_metrics(args.eval_dir, model, args.halluc_below, None)
+            if k < len(args.fact_pairs):
+                pairs = read_jsonl(args.fact_pairs[k])
+                rows[label]["fact_pairs"] = len(pairs)
+                chosen.append({p["id"]: (p["chosen"], p["rejected"]) for p in pairs})
         notes = []
+        if len(chosen) == 2:
+            same = sum(chosen[1].get(i) == cr for i, cr in chosen[0].items())
+            notes.append(
+                f"Fact pairs: {same} of {len(chosen[0])} FActScore pairs are also chosen (same "
+                f"chosen and rejected) by RM_BT, which chose {len(chosen[1])}."
+            )
         if args.rm_metrics:
             m = read_json(args.rm_metrics)
             notes.append(f"RM_BT: {m['train_pairs']} training / {m['heldout_pairs']} held-out "
@@ -162,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
                          f"loading included); agreement: pairwise accuracy "
                          f"{cell(a.get('pairwise_accuracy'))} over {a.get('pairs')} pairs, "
                          f"Kendall tau-b {cell(a.get('kendall_tau_b'))}.")  # fmt: skip
-        cols = ["factuality", "halluc_rate", "count", "bio_fs", "af_fs", "fava_fs"]
+        cols = ["fact_pairs", "factuality", "halluc_rate", "count", "bio_fs", "af_fs", "fava_fs"]
         outputs["table_rm"] = render("Fact pairs by FActScore vs by RM_BT", rows, cols, notes)
     for name, (text_csv, text_md) in outputs.items():
         write_text(args.out_dir / f"{name}.csv", text_csv)

@@ -108,6 +108,10 @@ if RM_ROWS:
             metrics=rules.train_rm.output.metrics,
             stats=f"{R}/rm_bt/{RM['policy']}/rm_bt_stats.json",
             factscore=f"{BENCH}/rm_fact/{RM['policy']}.tsv",
+            pairs=[
+                f"{R}/dpo/{RM['policy']}/pairs_DPO_fact.jsonl",
+                f"{R}/rm_bt/{RM['policy']}/pairs_DPO_fact.jsonl",
+            ],
         output:
             **{
                 ext: report(
@@ -132,7 +136,8 @@ if RM_ROWS:
             "{params.py} -m flame.table_fdpo --eval-dir {params.eval_dir}"
             " --out-dir {params.out_dir} --rm-rows {params.rows}"
             " --rm-metrics {input.metrics} --rm-stats {input.stats}"
-            " --factscore-benchmark {input.factscore} --halluc-below {params.below}"
+            " --factscore-benchmark {input.factscore} --fact-pairs {input.pairs}"
+            " --halluc-below {params.below}"
             " > {log} 2>&1"
 
 
