@@ -84,3 +84,69 @@ def test_new_steps_have_a_cli(step):
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "usage:" in res.stdout
+
+
+@pytest.mark.slow
+def test_new_rules_run_on_the_tiny_model(workflow_dir, tiny_model):
+    """The new rules for real on the tiny model, upstream outputs written by hand and every other
+    rule disallowed: inversion, F-DPO pairs, one checkpoint per lambda, the reward model, its
+    scores, its pairs and its DPO row."""
+    import json
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_end_to_end import tiny_config
+
+    wd = workflow_dir
+    cfg = tiny_config(tiny_model)
+    extra = yaml.safe_load((wd / "workflow/configs/fdpo.yaml").read_text())
+    cfg["roles"]["hallucinator"] = "tiny"
+    cfg.update({k: v for k, v in extra.items() if k != "roles"})
+    cfg["fdpo"]["recipe"].update(max_steps=1, max_length=128)
+    cfg["fdpo"]["inversion"].update(max_new_tokens=8, max_rewrites=2)
+    cfg["reward_model"]["recipe"].update(max_steps=1, global_batch_size=2,
+                                         per_device_train_batch_size=2, max_length=128)  # fmt: skip
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res = wd / "results"
+    shutil.copytree(tiny_model, res / "models/sft/SFT")
+    kb = ["build", "--source", "embedded", "--out", str(res / "knowledge/index")]
+    subprocess.run([sys.executable, "-m", "flame.knowledge", *kb], check=True, capture_output=True)
+    for pol in ("SFT", "SFT_FLAME"):
+        d = res / "dpo" / pol
+        d.mkdir(parents=True)
+        samples = [{"id": f"{pol}{i}", "instruction": f"Tell me about Albert Einstein {i}.",
+                    "fact_based": i < 3, "responses": ["Einstein was born in Germany in 1879.",
+                                                       "He was a cook in Paris.", "He was."]}
+                   for i in range(4)]  # fmt: skip
+        rows = {
+            "samples": samples,
+            "rm_fact": [{"id": s["id"], "scores": [1.0, 0.0, 0.6]} for s in samples[:3]],
+            "rm_if": [{"id": s["id"], "scores": [3.0, 3.2, 1.0]} for s in samples],
+        }
+        for name, recs in rows.items():
+            (d / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        (d / "rm_fact_facts.jsonl").write_text("")
+        subprocess.run([sys.executable, "-m", "flame.pairs", "--samples", str(d / "samples.jsonl"),
+                        "--rm-if", str(d / "rm_if.jsonl"), "--rm-fact", str(d / "rm_fact.jsonl"),
+                        "--out-dir", str(d), "--counts", str(d / "pair_counts.json")],
+                       check=True, capture_output=True)  # fmt: skip
+    rules = ["invert", "fdpo_pairs", "train_fdpo", "train_rm", "rm_bt", "pairs_rm_bt",
+             "train_dpo_rm_bt"]  # fmt: skip
+    targets = ["results/models/dpo/SFT+FDPO_l0", "results/models/dpo/SFT+FDPO_l10",
+               "results/models/dpo/SFT+DPO_fact_RMBT"]  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--allowed-rules",
+                          *rules, "--", *targets], cwd=wd, capture_output=True, text=True,
+                         timeout=900)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-4000:]
+    counts = json.loads((res / "fdpo/SFT/fdpo_counts.json").read_text())
+    # DPO_FLAME: 4 IF pairs (1 unlabelled: its prompt is not fact-based) and 3 fact pairs
+    assert counts["unlabelled"] == 1 and counts["buckets_after_flip"]["10"] == 0
+    assert counts["flipped"] == counts["buckets_before_flip"]["10"] > 0
+    inv = json.loads((res / "fdpo/SFT/inversion_counts.json").read_text())
+    assert inv["rewrites"] == 2 and inv["kept"] + inv["discarded_total"] == 2
+    for lam in ("0", "10"):
+        summary = json.loads((res / f"models/dpo/SFT+FDPO_l{lam}/train_summary.json").read_text())
+        assert summary["fdpo"]["lambda"] == float(lam) and summary["global_step"] == 1
+    stats = json.loads((res / "rm_bt/SFT/rm_bt_stats.json").read_text())
+    assert stats["responses"] == 9 and stats["agreement_with_factscore"]["pairs"] == 9
+    assert (res / "models/dpo/SFT+DPO_fact_RMBT/train_summary.json").exists()
