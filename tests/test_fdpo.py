@@ -272,3 +272,34 @@ def test_table_fdpo_metrics_from_per_fact_records(tmp_path):
     md = (out / "table_rm.md").read_text()
     assert "40.000 responses/s" in md and "FActScore 0.500 responses/s" in md
     assert "1 of 3 FActScore pairs are also chosen" in md and "which chose 2" in md
+
+
+def test_precomputed_reference_gives_the_same_loss(tiny_model, tmp_path, torch_threads):
+    """With TRL's precompute_ref_log_probs (the reference's log-probs computed once, then freed)
+    the F-DPO loss is the one computed with the live reference."""
+    import torch
+    from transformers import AutoTokenizer
+    from trl import DPOConfig
+
+    lam = 4.0
+    live = make_trainer(tiny_model, tmp_path, train_fdpo.trainer_factory(lam), "live")
+    recipe = training.load_recipe(train_dpo.RECIPE, None, ["global_batch_size=4",
+                                  "per_device_train_batch_size=4", "max_length=64"])  # fmt: skip
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    args = training.training_args(DPOConfig, recipe, tmp_path / "pre", beta=0.1,
+                                  loss_type=["sigmoid"], precompute_ref_log_probs=True)  # fmt: skip
+    pre = train_fdpo.trainer_factory(lam)(
+        model=str(tiny_model), args=args, processing_class=tok,
+        train_dataset=train_dpo.build_dataset(LOSS_PAIRS, tok, train_fdpo.to_example),
+    )  # fmt: skip
+    assert {"delta_h", "ref_chosen_logps"} <= set(pre.train_dataset.column_names)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        for _, p in sorted(pre.model.named_parameters()):
+            p.add_(0.05 * torch.randn_like(p))
+    a_batch, b_batch = first_batch(live), first_batch(pre)
+    assert "ref_chosen_logps" in b_batch and b_batch["delta_h"].sum().item() == 2.0  # all 4 pairs
+    with torch.no_grad():
+        a = live._compute_loss(live.model, a_batch, return_outputs=False).item()
+        b = pre._compute_loss(pre.model, b_batch, return_outputs=False).item()
+    assert abs(a - b) < 1e-5
