@@ -2,6 +2,7 @@
 
 snakemake --cores 2                                    # the embedded default (config.yaml)
 snakemake --cores 8 --configfile workflow/configs/paper.yaml --workflow-profile workflow/profiles/slurm
+snakemake --cores 2 --configfile config.yaml workflow/configs/fdpo.yaml  # + F-DPO and RM_BT rows
 """
 
 from snakemake.utils import min_version, validate
@@ -42,6 +43,14 @@ include: "workflow/rules/truthfulqa.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/ablations.smk"
 include: "workflow/rules/alignment_tax.smk"
+
+
+if FDPO_ROWS:
+
+    include: "workflow/rules/fdpo.smk"
+
+
+include: "workflow/rules/reward_model.smk"
 
 
 rule all:

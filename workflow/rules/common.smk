@@ -69,6 +69,30 @@ SFT_NAMES = [*SFT_VARIANTS, *ABLATION_SFT]
 DPO_NAMES = ["DPO", "DPO_fact", "DPO_FLAME", *ABLATION_DPO]
 CHAT_EVAL_MODELS += [*ABLATION_SFT, *(f"SFT+{d}" for d in ABLATION_DPO)]
 
+# F-DPO and the Bradley-Terry reward model (workflow/rules/fdpo.smk, reward_model.smk): their
+# rows come from config (one F-DPO checkpoint per lambda) and join the evaluated models.
+FDPO = config.get("fdpo", {})
+FDPO_ROWS = (
+    {f"{FDPO['policy']}+FDPO_l{lam:g}": lam for lam in FDPO["lambdas"]}
+    if FDPO.get("enabled")
+    else {}
+)
+RM = config.get("reward_model", {})
+RM_ROWS = (
+    {
+        f"{RM['policy']}+DPO_fact": f"{RM['policy']} + DPO_fact (FActScore)",
+        f"{RM['policy']}+DPO_fact_RMBT": f"{RM['policy']} + DPO_fact (RM_BT)",
+    }
+    if RM.get("enabled")
+    else {}
+)
+CHAT_EVAL_MODELS += [m for m in [*FDPO_ROWS, *RM_ROWS] if m not in CHAT_EVAL_MODELS]
+TABLES += expand(
+    f"{R}/tables/{{table}}.{{ext}}",
+    table=(["table_fdpo"] if FDPO_ROWS else []) + (["table_rm"] if RM_ROWS else []),
+    ext=["csv", "md"],
+)
+
 
 SPECIAL_ROLES = {"policy", *SFT_VARIANTS}
 
@@ -99,7 +123,25 @@ def check_roles():
         )
 
 
+def check_fdpo_and_rm():
+    """F-DPO needs a hallucinator and FActScore's RM_fact (its labels are shares of facts)."""
+    mode = config["rm_fact"].get("mode", "factscore")
+    if FDPO.get("enabled") and not config["roles"].get("hallucinator"):
+        raise ValueError(
+            "config fdpo.enabled: set roles.hallucinator (the inversion model)"
+        )
+    if (FDPO.get("enabled") or RM.get("enabled")) and mode != "factscore":
+        raise ValueError(
+            "config rm_fact.mode: fdpo and reward_model need FActScore's RM_fact (mode factscore)"
+        )
+    if mode == "reward_model" and not config["rm_fact"].get("reward_model"):
+        raise ValueError(
+            "config rm_fact.mode reward_model: set rm_fact.reward_model to a reward model folder"
+        )
+
+
 check_roles()
+check_fdpo_and_rm()
 
 
 def needs_prepare(model):
