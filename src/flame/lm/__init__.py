@@ -214,7 +214,7 @@ def load_lm(
     elif backend == "vllm":
         from flame.lm.vllm import VLLMLM
 
-        lm = VLLMLM(spec)
+        lm = VLLMLM(spec, threads=threads)
     else:
         from flame.lm.openai import OpenAILM
 
