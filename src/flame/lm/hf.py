@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from flame.lm import LM, Prompt, Sampling, truncate_at_stop
@@ -105,7 +106,15 @@ class TransformersLM(LM):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
-        dtype = resolve_dtype(spec.get("dtype", "auto"), device)
+        quantize = spec.get("quantize", "none")
+        dtype_name = spec.get("dtype", "auto")
+        if quantize == "int8":  # dynamic int8 quantization replaces fp32 Linear layers
+            if dtype_name not in ("auto", "float32"):
+                raise ValueError(
+                    f"model spec: 'quantize: int8' needs dtype float32, not {dtype_name}"
+                )
+            dtype_name = "float32"
+        dtype = resolve_dtype(dtype_name, device)
         t0 = time.time()
         kw = {"revision": spec["revision"]} if spec.get("revision") else {}
         self.tokenizer = AutoTokenizer.from_pretrained(self.source, **kw)
@@ -117,7 +126,6 @@ class TransformersLM(LM):
         # the dtype changes outputs: calls cached under another dtype must not be reused
         self.dtype = str(dtype).removeprefix("torch.")
         self.fingerprint = f"hf:{model_fingerprint(self.source, spec.get('revision'))}:{self.dtype}"
-        quantize = spec.get("quantize", "none")
         if quantize == "int8":
             self.model = quantize_int8(self.model, device)
             self.fingerprint += "+int8"  # other outputs: cached calls must not be shared
@@ -253,6 +261,51 @@ class TransformersLM(LM):
             part = [singles[j] for j in idx]
             for i, row in zip(part, self._choose_plain([texts[i] for i in part]), strict=True):
                 out[i] = self._option_scores(row, option_ids)
+        return out
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Sum of the log-probs of each continuation's tokens (those of context+continuation
+        after the context's tokens). Left-padded batches of similar length; the LM head runs
+        only over the last positions, those that predict continuation tokens."""
+        torch = self.torch
+        rows = []
+        for context, continuation in pairs:
+            start = len(self.tokenizer.encode(context, add_special_tokens=False))
+            if start == 0:
+                raise ValueError("loglikelihood: the context must not be empty")
+            full = self.tokenizer.encode(context + continuation, add_special_tokens=False)
+            rows.append((start, full))
+        out = [0.0] * len(rows)
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i][1]))
+        pad = self.tokenizer.pad_token_id
+        t0 = time.time()
+        for b in range(0, len(order), self.batch_size):
+            part = order[b : b + self.batch_size]
+            width = len(rows[part[0]][1])
+            keep = max(len(rows[i][1]) - rows[i][0] + 1 for i in part)
+            inp = torch.full((len(part), width), pad)
+            mask = torch.zeros((len(part), width), dtype=torch.long)
+            for r, i in enumerate(part):
+                ids = rows[i][1]
+                inp[r, width - len(ids) :] = torch.tensor(ids)
+                mask[r, width - len(ids) :] = 1
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            dev = self.device
+            with torch.inference_mode():
+                logits = self.model(
+                    input_ids=inp.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                    logits_to_keep=keep,
+                ).logits[:, :-1]  # fmt: skip
+                logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+            for r, i in enumerate(part):
+                start, ids = rows[i]
+                n = len(ids) - start
+                if n:
+                    target = torch.tensor(ids[start:]).unsqueeze(-1)
+                    out[i] = float(logp[r, keep - 1 - n :].gather(-1, target).sum())
+            self.stats.prompt_tokens += int(mask.sum())
+        self.stats.seconds += time.time() - t0
+        self.stats.calls += len(rows)
         return out
 
     def _option_scores(self, logp, option_ids: list[list[int]]) -> list[float]:

@@ -17,6 +17,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from flame.lm import LM, Prompt, Sampling, truncate_at_stop
@@ -154,6 +155,12 @@ class OpenAILM(LM):
         out = self._map(one, prompts, sampling)
         self.stats.seconds += time.time() - t0
         return out
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        raise NotImplementedError(
+            "backend 'openai' does not score continuations (loglikelihood): chat APIs return no "
+            "prompt log-probs; use backend transformers or vllm"
+        )
 
 
 def _scores_from_logprobs(lp: dict | None, options: list[str]) -> list[float] | None:
