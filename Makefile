@@ -55,5 +55,13 @@ lint: install
 dryrun: install
 	$(BIN)/snakemake -n --cores $(CORES)
 
+# One command for a GPU box: vLLM generation tokens/s and DeepSpeed training tokens/s per GPU
+# with MFU, on the embedded model (benchmarks/gpu_check.py). Without a GPU: one line, exit 0.
+gpu-check:
+	@if ! nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "gpu-check: no NVIDIA GPU here (nvidia-smi finds none); nothing to check"; exit 0; fi; \
+	$(MAKE) -s install && $(BIN)/pip install -q -e '.[gpu]' && \
+	$(VLLM_VENV)/bin/python benchmarks/gpu_check.py vllm && $(BIN)/python benchmarks/gpu_check.py train
+
 clean:
 	rm -rf results/* .snakemake
