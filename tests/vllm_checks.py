@@ -13,6 +13,10 @@ import json
 import sys
 import time
 
+# imported before vLLM starts, as in flame.rm_fact / flame.evaluate: bm25s imports numba when it
+# is installed, and numba's llvmlite breaks vLLM's worker start-up (the Makefile removes numba)
+import flame.retrieval  # noqa: F401
+
 PASSAGES = (
     "Title: Marie Curie\nText: Marie Curie was a Polish and naturalised-French physicist and "
     "chemist who conducted pioneering research on radioactivity. She was the first woman to win "
