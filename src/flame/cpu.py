@@ -45,17 +45,14 @@ def native_bf16(flags: frozenset[str] | None = None) -> bool:
 
 
 def describe() -> str:
-    """One line: CPU model, vector flags present, torch's kernel level and thread count."""
+    """One line: CPU model, the vector flags present and torch's kernel level."""
     model, flags = cpu_model_and_flags()
     have = [name for flag, name in FLAGS.items() if flag in flags]
     line = f"CPU: {model}; flags: {', '.join(have) or 'none of ' + ', '.join(FLAGS.values())}"
     try:
         import torch
 
-        line += (
-            f"; torch kernels {torch.backends.cpu.get_cpu_capability()}, "
-            f"{torch.get_num_threads()} threads"
-        )
+        line += f"; torch kernels {torch.backends.cpu.get_cpu_capability()}"
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
     return line
