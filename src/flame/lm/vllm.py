@@ -70,7 +70,6 @@ class VLLMLM(LM):
         }  # fmt: skip
         if self.cpu:
             kw.setdefault("enforce_eager", True)
-            kw.setdefault("max_model_len", 4096)
             kw["enable_chunked_prefill"] = False
         self.llm = LLM(
             model=str(spec["source"]), dtype=self.dtype, seed=0, enable_prefix_caching=True, **kw
