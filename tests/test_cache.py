@@ -55,6 +55,19 @@ class Counting(LM):
         self.seen += [p.text for p in prompts]
         return [[0.0, -1.0] for _ in prompts]
 
+    def loglikelihood(self, pairs):
+        self.seen += [c + x for c, x in pairs]
+        return [-float(len(x)) for _, x in pairs]
+
+
+def test_loglikelihood_is_cached_per_pair(tmp_path):
+    inner = Counting()
+    lm = CachedLM(inner, Cache(tmp_path / "c.sqlite"), chunk=2)
+    pairs = [("Paris is in", " France"), ("Paris is in", " Spain!"), ("a", "b")]
+    assert lm.loglikelihood(pairs) == [-7.0, -7.0, -1.0]
+    assert lm.loglikelihood([pairs[2], ("a", "bc")]) == [-1.0, -2.0]
+    assert inner.seen == ["Paris is in France", "Paris is in Spain!", "ab", "abc"]
+
 
 def test_killed_run_keeps_finished_chunks(tmp_path):
     prompts = [Prompt(text=f"p{i}") for i in range(10)]

@@ -197,6 +197,9 @@ class CountingLM(LM):
         self.calls += 1
         return [[0.0, -1.0] for _ in prompts]
 
+    def loglikelihood(self, pairs):
+        raise AssertionError("not expected: verification uses choose")
+
 
 ITEMS = [
     {"id": "a", "prompt": "Tell me about Ada Lovelace.", "topic": "Ada Lovelace",

@@ -62,6 +62,9 @@ class ScriptedLM(LM):
         self.calls.append(("choose", len(prompts)))
         return [self.choices(p.text) for p in prompts]
 
+    def loglikelihood(self, pairs):
+        raise AssertionError("not expected: FActScore does not score continuations")
+
 
 @pytest.mark.parametrize(
     "text, expected",

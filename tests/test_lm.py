@@ -89,7 +89,7 @@ def test_prefix_groups():
 
 
 def test_shared_prefix_choose_matches_plain(tiny_model):
-    lm = load_lm({"source": str(tiny_model), "min_shared_prefix": 8})
+    lm = load_lm({"source": str(tiny_model), "min_shared_prefix": 8, "dtype": "float32"})
     context = "Title: Marie Curie\nText: " + "Marie Curie was a Polish physicist. " * 6
     facts = ["She won two Nobel prizes.", "She was born in 1867 in Warsaw, Poland.", "No."]
     prompts = [Prompt(text=f"{context}\n\nInput: {f} True or False?\nOutput:") for f in facts]
@@ -102,7 +102,9 @@ def test_shared_prefix_choose_matches_plain(tiny_model):
 
 def test_packed_prefix_groups_choose_matches_plain(tiny_model):
     """Several groups with prefixes of different lengths, run as one packed batch."""
-    lm = load_lm({"source": str(tiny_model), "min_shared_prefix": 8, "batch_size": 16})
+    lm = load_lm(
+        {"source": str(tiny_model), "min_shared_prefix": 8, "batch_size": 16, "dtype": "float32"}
+    )
     contexts = [
         "Title: Marie Curie\nText: " + "Marie Curie was a Polish physicist. " * 6,
         "Title: Rome\nText: " + "Rome is the capital city of Italy and a very old city. " * 9,
@@ -159,7 +161,7 @@ def test_shared_prefix_generate_matches_plain(tiny_model):
 
 
 def test_int8_quantization_has_its_own_fingerprint_and_close_scores(tiny_model):
-    plain = load_lm({"source": str(tiny_model)})
+    plain = load_lm({"source": str(tiny_model), "dtype": "float32"})
     q = load_lm({"source": str(tiny_model), "quantize": "int8"})
     assert q.fingerprint == plain.fingerprint + "+int8"  # cached fp32 answers are not reused
     assert "DynamicQuantizedLinear" in repr(q.model.model.layers[0].mlp.up_proj)
@@ -180,3 +182,54 @@ def test_n_samples_prefill_each_prompt_once_and_match_single_greedy(tiny_model):
     assert two == [[o[0], o[0]] for o in one]
     sampled = lm.generate(prompts, Sampling(max_new_tokens=6, temperature=1.0, n=3, seed=1))
     assert all(len(o) == 3 for o in sampled)
+
+
+def test_dtype_auto_follows_the_cpus_bf16_support(tmp_path, monkeypatch):
+    import torch
+
+    from flame import cpu
+    from flame.lm import hf
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("model name\t: Some Xeon\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16\n")
+    model, flags = cpu.cpu_model_and_flags(str(info))
+    assert model == "Some Xeon" and cpu.native_bf16(flags)
+    assert not cpu.native_bf16(frozenset({"avx2", "avx512f"}))  # AVX-512 without BF16
+    monkeypatch.setattr(cpu, "native_bf16", lambda: True)
+    assert hf.resolve_dtype("auto", "cpu") == torch.bfloat16
+    monkeypatch.setattr(cpu, "native_bf16", lambda: False)
+    assert hf.resolve_dtype("auto", "cpu") == torch.float32
+    assert hf.resolve_dtype("auto", "cuda") == torch.bfloat16
+    assert hf.resolve_dtype("float16", "cpu") == torch.float16
+
+
+def test_fingerprint_includes_dtype(tiny_model):
+    fp32 = load_lm({"source": str(tiny_model), "dtype": "float32"})
+    bf16 = load_lm({"source": str(tiny_model), "dtype": "bfloat16"})
+    assert fp32.fingerprint.endswith(":float32") and bf16.fingerprint.endswith(":bfloat16")
+    assert fp32.fingerprint.rsplit(":", 1)[0] == bf16.fingerprint.rsplit(":", 1)[0]
+
+
+def test_loglikelihood_sums_continuation_token_logprobs(tiny_model):
+    import torch
+
+    lm = load_lm({"source": str(tiny_model), "dtype": "float32", "batch_size": 4})
+    pairs = [
+        ("The capital of France is", " Paris"),
+        ("The capital of France is", " a city on the Seine."),
+        ("Q: 2+2?\nA:", " 4"),
+        ("x", ""),
+        ("A much longer context that needs more tokens than the others, surely", " yes"),
+    ]
+    batched = lm.loglikelihood(pairs)
+    assert batched[3] == 0.0 and all(v < 0 for i, v in enumerate(batched) if i != 3)
+    tok = lm.tokenizer
+    for (context, continuation), value in zip(pairs, batched, strict=True):
+        start = len(tok.encode(context, add_special_tokens=False))
+        ids = tok.encode(context + continuation, add_special_tokens=False)
+        with torch.inference_mode():
+            logp = torch.log_softmax(lm.model(torch.tensor([ids])).logits[0].float(), -1)
+        expected = sum(float(logp[j - 1, ids[j]]) for j in range(start, len(ids)))
+        assert value == pytest.approx(expected, abs=1e-4)
+    with pytest.raises(ValueError, match="context"):
+        lm.loglikelihood([("", "text")])

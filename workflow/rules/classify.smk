@@ -28,7 +28,7 @@ rule classify:
         mem_mb=4000,
         gpu=1,
     params:
-        py=PY,
+        py=rule_python("classifier"),
         cache=CACHE,
         model=role_spec("classifier"),
         calibrate="--calibrate" if config.get("classify", {}).get("calibrate") else "",

@@ -265,12 +265,44 @@ def check_training():
 check_training()
 
 
-def conda_env(*roles, policy_backend=False):
-    """The conda env of a rule: envs/vllm.yaml when any of its models is served by vLLM."""
+def uses_vllm(*roles, policy_backend=False):
     backends = {resolve(config["roles"][r], "SFT")[0].get("backend") for r in roles}
     if policy_backend:
         backends.add(config["trained_models"].get("backend"))
-    return "../../envs/vllm.yaml" if "vllm" in backends else "../../envs/base.yaml"
+    return "vllm" in backends
+
+
+def conda_env(*roles, policy_backend=False):
+    """The conda env of a rule: envs/vllm.yaml when any of its models is served by vLLM."""
+    if uses_vllm(*roles, policy_backend=policy_backend):
+        return "../../envs/vllm.yaml"
+    return "../../envs/base.yaml"
+
+
+# vLLM pins its own transformers, so it has its own environment. Without --use-conda, rules
+# whose models use `backend: vllm` run with its python: $FLAME_VLLM_PYTHON, else config
+# `vllm_python` (default .venv-vllm/bin/python, built by `make install`).
+VLLM_PY = os.environ.get("FLAME_VLLM_PYTHON") or config.get(
+    "vllm_python", ".venv-vllm/bin/python"
+)
+
+
+def rule_python(*roles, policy_backend=False):
+    """The interpreter of a rule that runs models (same roles as its conda_env)."""
+    if PY == "python" or not uses_vllm(*roles, policy_backend=policy_backend):
+        return PY
+    if not Path(VLLM_PY).exists() and VLLM_PY not in MISSING:
+        MISSING.add(VLLM_PY)
+        print(
+            f"WARNING: config vllm_python: {VLLM_PY} does not exist, so jobs whose models "
+            "use backend vllm will fail: `make install` builds .venv-vllm (or use "
+            "--use-conda, or set FLAME_VLLM_PYTHON)",
+            file=sys.stderr,
+        )
+    return VLLM_PY
+
+
+MISSING = set()
 
 
 # threads of a training job: training.threads per process

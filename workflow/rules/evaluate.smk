@@ -26,7 +26,11 @@ rule eval_generate:
         mem_mb=4000,
         gpu=1,
     params:
-        py=PY,
+        py=(
+            rule_python("chat_baseline", policy_backend=True)
+            if CHAT
+            else rule_python(policy_backend=True)
+        ),
         cache=CACHE,
         model=lambda wc: model_spec(wc.model),
         sampling=eval_sampling(),
@@ -54,7 +58,7 @@ rule eval_generate_pt:
         mem_mb=4000,
         gpu=1,
     params:
-        py=PY,
+        py=rule_python("pretrained"),
         cache=CACHE,
         model=role_spec("pretrained"),
         sampling=eval_sampling(),
@@ -87,7 +91,7 @@ rule eval_factuality:
         mem_mb=4000,
         gpu=1,
     params:
-        py=PY,
+        py=rule_python("fact_decomposer", "fact_verifier"),
         cache=CACHE,
         sets=eval_sets,
         decomposer=role_spec("fact_decomposer"),
@@ -123,7 +127,7 @@ rule winrate:
         mem_mb=4000,
         gpu=1,
     params:
-        py=PY,
+        py=rule_python("eval_judge"),
         cache=CACHE,
         judge=role_spec("eval_judge"),
         compared=winrate_args,

@@ -20,7 +20,7 @@ rule sample_responses:
         mem_mb=4000,
         gpu=1,
     params:
-        py=PY,
+        py=rule_python(policy_backend=True),
         cache=CACHE,
         model=lambda wc: model_spec(wc.policy),
         c=config["sampling"],
@@ -51,7 +51,7 @@ rule rm_if:
         mem_mb=4000,
         gpu=1,
     params:
-        py=PY,
+        py=rule_python("if_judge", policy_backend=True),
         cache=CACHE,
         judge=lambda wc: role_spec("if_judge", wc.policy),
         c=config["rm_if"],
@@ -85,7 +85,7 @@ rule rm_fact:
         mem_mb=4000,
         gpu=1,
     params:
-        py=PY,
+        py=rule_python("fact_decomposer", "fact_verifier"),
         cache=CACHE,
         decomposer=role_spec("fact_decomposer"),
         verifier=role_spec("fact_verifier"),

