@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 from flame.lm import LM, Prompt, Sampling, truncate_at_stop

@@ -20,7 +20,6 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from flame.lm import LM, Prompt, Sampling, truncate_at_stop
