@@ -138,6 +138,19 @@ def test_deepspeed_dpo_with_precomputed_reference(tiny_model, data, tmp_path):
     assert "Computing reference log probs" in summary["_log"]
 
 
+def test_empty_pair_set_under_two_processes_copies_once(tiny_model, data, tmp_path):
+    """--allow-empty with zero pairs: the main process alone writes the init model unchanged (two
+    processes copying into one temporary folder raced and failed)."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    out = tmp_path / "model"
+    cmd = train_cmd("dpo", "zero3", tiny_model, {"dpo": empty}, out, "max_steps=2")
+    summary = run([*cmd, "--allow-empty"], tmp_path / "train.log")
+    assert summary["skipped"] == "zero preference pairs" and summary["global_step"] == 0
+    assert weights(out).keys() == weights(tiny_model).keys()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl", "model", "train.log"]
+
+
 EQUIV = {  # name -> (accelerate config or None, per-device batch); global batch 4 for all
     "one": (None, 4),
     "ddp": ("ddp", 2),
