@@ -5,7 +5,6 @@ import csv
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -189,24 +188,3 @@ def test_embedded_default_end_to_end(workflow_dir):
     )
     report = yaml.safe_load((wd / "results/classified/report.json").read_text())
     assert 0.0 <= report["labelled"]["accuracy"] <= 1.0 and report["labelled"]["n"] >= 40
-    # F-DPO and the BT reward model (workflow/configs/fdpo.yaml) on top: every output of the
-    # default is reused, only the new rows run
-    t0 = time.time()
-    res = snakemake(wd, "--cores", "2", "--configfile", "config.yaml", "workflow/configs/fdpo.yaml",
-                    timeout=1800)  # fmt: skip
-    assert res.returncode == 0, res.stderr[-4000:]
-    print(f"fdpo.yaml on top of the default: {time.time() - t0:.0f} s")
-    for rule in ("train_sft", "rm_fact", "sample_responses", "train_dpo"):
-        assert not re.search(rf"^{rule}\s+\d+$", res.stdout + res.stderr, flags=re.M), rule
-    fdpo = read_table(wd / "results/tables/table_fdpo.csv")
-    assert [r["model"] for r in fdpo][:2] == [
-        "F-DPO λ=0 (SFT+FDPO_l0)",
-        "F-DPO λ=10 (SFT+FDPO_l10)",
-    ]
-    assert all(0 <= float(r["halluc_rate"]) <= 1 for r in fdpo if r["halluc_rate"])
-    counts = json.loads((wd / "results/fdpo/SFT/fdpo_counts.json").read_text())
-    assert counts["buckets_after_flip"]["10"] == 0
-    rm = read_table(wd / "results/tables/table_rm.csv")
-    assert [r["model"] for r in rm] == ["SFT + DPO_fact (FActScore)", "SFT + DPO_fact (RM_BT)"]
-    metrics = json.loads((wd / "results/rm/RM_BT_metrics.json").read_text())
-    assert metrics["train_pairs"] > 0 and 0 <= metrics["train_accuracy"] <= 1
