@@ -231,5 +231,7 @@ def test_loglikelihood_sums_continuation_token_logprobs(tiny_model):
             logp = torch.log_softmax(lm.model(torch.tensor([ids])).logits[0].float(), -1)
         expected = sum(float(logp[j - 1, ids[j]]) for j in range(start, len(ids)))
         assert value == pytest.approx(expected, abs=1e-4)
-    with pytest.raises(ValueError, match="context"):
-        lm.loglikelihood([("", "text")])
+    # an empty context is conditioned on the end-of-text token, as lm-eval does
+    eos = lm.tokenizer.eos_token
+    empty, on_eos = lm.loglikelihood([("", " text"), (eos, " text")])
+    assert empty == pytest.approx(on_eos, abs=1e-4) and empty < 0
