@@ -34,18 +34,17 @@ log = logging.getLogger("flame.sft_data")
 VARIANTS = ("SFT_fact", "SFT_FLAME")
 
 
+def human_examples(seed: list[dict]) -> list[dict]:
+    """Every seed instruction with its human answer, as an SFT example."""
+    return [
+        {**{k: r[k] for k in ("id", "instruction", "response")}, "origin": "human"} for r in seed
+    ]
+
+
 def build(seed: list[dict], fewshot: list[dict]) -> tuple[dict[str, list[dict]], dict]:
     pt = {r["id"]: [x for x in r["responses"] if x.strip()] for r in fewshot}
     dropped = sum(len(r["responses"]) for r in fewshot) - sum(len(v) for v in pt.values())
-    human = [
-        {
-            "id": r["id"],
-            "instruction": r["instruction"],
-            "response": r["response"],
-            "origin": "human",
-        }
-        for r in seed
-    ]
+    human = human_examples(seed)
     pt_examples: list[dict] = []
     for r in seed:
         if r.get("fact_based"):
@@ -84,15 +83,7 @@ def build_without_classifier(seed: list[dict], fewshot: list[dict], rng_seed: in
     missing = sorted({r["id"] for r in seed} - set(pt))
     if missing:
         raise ValueError(f"few-shot file lacks responses for seed ids: {missing[:5]}")
-    human = [
-        {
-            "id": r["id"],
-            "instruction": r["instruction"],
-            "response": r["response"],
-            "origin": "human",
-        }
-        for r in seed
-    ]
+    human = human_examples(seed)
     pool = [
         {"id": f"{r['id']}#pt{i}", "instruction": r["instruction"], "response": t, "origin": "pt"}
         for r in seed
