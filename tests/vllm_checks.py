@@ -44,6 +44,13 @@ PAIRS = [
 ]
 
 
+# the alignment-tax check (Table 9): the embedded MMLU / GSM8K sets, a few items
+TAX_SOURCES = {"mmlu": "embedded", "gsm8k": "embedded"}
+TAX_SHOTS = {"mmlu": 5, "gsm8k": 8}
+TAX_MAX_GEN_TOKS = 32
+TAX_LIMIT = 4
+
+
 def prompts():
     """(greedy chat prompts, True/False verification prompts, a multiple-choice prompt)."""
     from flame.lm import Prompt
@@ -80,6 +87,13 @@ def main(model: str, out: str, cache: str) -> None:
     res["sampled_again"] = lm.inner.generate(chats[2::-1], sampled)[::-1]
     res["sampled_seed2"] = lm.inner.generate(chats[:3], Sampling(**{**sampled.__dict__, "seed": 2}))
     res["calls"] = lm.stats.calls
+    # Table 9 through lm-eval's own vLLM model (a second engine, after the first is gone)
+    del lm
+    from flame import alignment_tax
+
+    res["alignment_tax"] = alignment_tax.evaluate(
+        spec, TAX_SOURCES, TAX_SHOTS, TAX_MAX_GEN_TOKS, TAX_LIMIT, 8, threads=1
+    )
     with open(out, "w") as f:
         json.dump(res, f, indent=1)
 

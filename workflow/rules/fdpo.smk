@@ -25,7 +25,7 @@ rule invert:
         mem_mb=4000,
         gpu=1,
     params:
-        py=PY,
+        py=rule_python("hallucinator", "fact_decomposer", "fact_verifier"),
         cache=CACHE,
         hallucinator=lambda wc: role_spec("hallucinator", wc.policy),
         decomposer=role_spec("fact_decomposer"),
@@ -134,7 +134,7 @@ rule winrate_fdpo:
         mem_mb=4000,
         gpu=1,
     params:
-        py=PY,
+        py=rule_python("eval_judge"),
         cache=CACHE,
         judge=role_spec("eval_judge"),
         baseline=f"'{FDPO_BASELINE}={R}/eval/{FDPO_BASELINE}/alpaca.jsonl'",

@@ -48,7 +48,7 @@ rule truthfulqa:
         mem_mb=4000,
         gpu=1,
     params:
-        py=PY,
+        py=rule_python(policy_backend=True),
         cache=CACHE,
         model=lambda wc: model_spec(wc.model),
         args=TQA_ARGS,
