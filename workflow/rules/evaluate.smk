@@ -131,6 +131,8 @@ rule winrate:
         cache=CACHE,
         judge=role_spec("eval_judge"),
         compared=winrate_args,
+        mode=config["winrate"]["mode"],
     shell:
         "{params.py} -m flame.winrate --judge {params.judge:q} {params.compared}"
-        " --out {output} --cache {params.cache} --threads {threads} > {log} 2>&1"
+        " --mode {params.mode} --out {output} --cache {params.cache} --threads {threads}"
+        " > {log} 2>&1"
