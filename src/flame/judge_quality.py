@@ -9,12 +9,14 @@ judge's tie rate, unreadable rate, swap agreement and first-position rate.
 
 With --winrate (the winrate_*.json files of the workflow) it also lists, per comparison, the
 win rate and the judge's statistics there. Writes --out (JSON) and --table (Markdown; CSV beside
-it with the same stem).
+it with the same stem); either step alone, or both in one call.
 
-Example:
+Two steps, so the workflow judges the pairs early, on idle cores, and writes the table last:
+
     python -m flame.judge_quality --judge results/models/base/smollm2 \\
-        --modes prompt logprob reverse --selected reverse --out results/eval/judge_quality.json \\
-        --table results/tables/table_judge.md --winrate results/eval/winrate_table2.json
+        --modes prompt logprob reverse --out results/eval/judge_quality.json
+    python -m flame.judge_quality --quality results/eval/judge_quality.json --selected reverse \\
+        --winrate results/eval/winrate_table2.json --table results/tables/table_judge.md
 """
 
 from __future__ import annotations
@@ -114,32 +116,37 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--judge", required=True, type=json_arg, help="judge model spec")
+    ap.add_argument("--judge", type=json_arg, help="judge model spec: judge the pairs")
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    ap.add_argument("--selected", choices=MODES, help="the mode the win rates use (marked)")
     ap.add_argument("--pairs", default=default_pairs(), help="JSONL {instruction, better, worse}")
+    ap.add_argument("--out", help="with --judge: JSON with every number")
+    ap.add_argument("--quality", type=Path, help="without --judge: a JSON --out wrote before")
+    ap.add_argument("--selected", choices=MODES, help="the mode the win rates use (marked)")
     ap.add_argument("--winrate", nargs="*", default=[], type=Path, help="winrate_*.json files")
-    ap.add_argument("--out", required=True, help="JSON with every number")
     ap.add_argument("--table", help="Markdown table (and a CSV with the same stem)")
     ap.add_argument("--response-chars", type=int, default=4000)
     ap.add_argument("--cache")
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
     setup_logging()
-    pairs = read_jsonl(args.pairs, required=("instruction", "better", "worse"))
-    cut = args.response_chars
-    items = [(p["instruction"], p["better"][:cut], p["worse"][:cut]) for p in pairs]
-    lm = load_lm(args.judge, cache=args.cache, threads=args.threads)
-    quality = {}
-    for mode in args.modes:
-        quality[mode] = accuracy(pairs, judge(lm, items, mode))
-        log.info("%s: %s", mode, quality[mode])
-    winrates = {p.stem.removeprefix("winrate_"): read_json(p) for p in args.winrate}
-    write_json(
-        args.out,
-        {"judge": lm.fingerprint, "pairs": args.pairs, "selected": args.selected, "modes": quality},
-    )
+    if (args.judge is None) == (args.quality is None):
+        ap.error("give --judge (and --out) to judge the pairs, or --quality to render a table")
+    if args.judge is not None:
+        if not args.out:
+            ap.error("--judge needs --out")
+        pairs = read_jsonl(args.pairs, required=("instruction", "better", "worse"))
+        cut = args.response_chars
+        items = [(p["instruction"], p["better"][:cut], p["worse"][:cut]) for p in pairs]
+        lm = load_lm(args.judge, cache=args.cache, threads=args.threads)
+        quality = {}
+        for mode in args.modes:
+            quality[mode] = accuracy(pairs, judge(lm, items, mode))
+            log.info("%s: %s", mode, quality[mode])
+        write_json(args.out, {"judge": lm.fingerprint, "pairs": args.pairs, "modes": quality})
+    else:
+        quality = read_json(args.quality)["modes"]
     if args.table:
+        winrates = {p.stem.removeprefix("winrate_"): read_json(p) for p in args.winrate}
         csv, md = render(quality, args.selected, winrates)
         table = Path(args.table)
         write_text(table.with_suffix(".csv"), csv)
