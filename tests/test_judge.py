@@ -77,6 +77,7 @@ def test_modes_keep_track_of_the_order():
     assert [j["verdict"] for j in judge(fair, ITEMS, "prompt")] == [1.0, 0.0, 0.5]
     assert [j["orders"] for j in judge(fair, ITEMS, "prompt")][:2] == [[1.0, 1.0], [0.0, 0.0]]
     assert [j["verdict"] for j in judge(fair, ITEMS, "reverse")] == [1.0, 0.0, 0.5]
+    assert judge_stats(judge(fair, ITEMS, "reverse"))["identical_rate"] == pytest.approx(1 / 3)
     # a judge that always says "A" more strongly than content: prompt mode ties everything,
     # logprob mode cancels the bias in the average of the two orders
     biased = Scripted(bias=3.0)

@@ -44,11 +44,18 @@ def _pick(scores: list[float] | None) -> float | None:
 
 
 def judge(lm: LM, items: list[tuple[str, str, str]], mode: str = "prompt") -> list[dict]:
-    """Judge (instruction, x, y) items. For each: {verdict, orders, margin}: orders are the two
-    per-order verdicts (x shown first, then y first; None for the order-free mode), margin the
-    score gap in x's favour (None in prompt mode)."""
+    """Judge (instruction, x, y) items. For each: {verdict, orders, margin, identical}: orders
+    are the two per-order verdicts (x shown first, then y first; None for the order-free mode),
+    margin the score gap in x's favour (None in prompt mode), identical whether x == y."""
     if mode not in MODES:
         raise ValueError(f"unknown judge mode {mode!r}: expected one of {', '.join(MODES)}")
+    out = _judge(lm, items, mode)
+    for j, (_, x, y) in zip(out, items, strict=True):
+        j["identical"] = x == y
+    return out
+
+
+def _judge(lm: LM, items: list[tuple[str, str, str]], mode: str) -> list[dict]:
     if mode == "reverse":
         pairs = [REVERSE.format(response=r) for _, x, y in items for r in (x, y)]
         targets = [" " + i for i, _, _ in items for _ in (0, 1)]
@@ -93,7 +100,8 @@ def judge_stats(judgments: list[dict]) -> dict:
     - swap_agreement: of the instructions judged in both orders with a decided verdict in each,
       the share where both orders pick the same response (None for the order-free mode);
     - first_position_rate: of those decided per-order verdicts, the share picking whichever
-      response was shown first (0.5 for an unbiased judge, 1.0 for one that always says "A").
+      response was shown first (0.5 for an unbiased judge, 1.0 for one that always says "A");
+    - identical_rate: the two responses were the same text (a tie is then the right verdict).
     """
     n = len(judgments)
     readable = [j for j in judgments if j["verdict"] is not None]
@@ -107,4 +115,5 @@ def judge_stats(judgments: list[dict]) -> dict:
         "tie_rate": sum(j["verdict"] == 0.5 for j in readable) / n if n else None,
         "swap_agreement": sum(o[0] == o[1] for o in two) / len(two) if two else None,
         "first_position_rate": firsts / (2 * len(two)) if two else None,
+        "identical_rate": sum(bool(j.get("identical")) for j in judgments) / n if n else None,
     }

@@ -57,11 +57,19 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100.0 * x:.1f}"
 
 
+RATES = ("tie_rate", "unreadable_rate", "swap_agreement", "first_position_rate", "identical_rate")
+
+
+def cells(values: list, digits: int = 2) -> list[str]:
+    return ["" if v is None else f"{v:.{digits}f}" for v in values]
+
+
 def render(quality: dict, selected: str | None, winrates: dict) -> tuple[str, str]:
-    """(csv, md): accuracy per mode on the pair set, then the statistics per comparison."""
+    """(csv, md): accuracy per mode on the pair set, then the statistics per comparison. In the
+    CSV, `value` is the accuracy (pair rows) or the win rate (comparison rows), rates are %."""
     kinds = sorted({k for q in quality.values() for k in q["by_kind"]})
-    cols = ["acc", "acc_lo", "acc_hi", "n", "tie", "unreadable", "swap_agree", "first_pos"]
-    csv = ["section,name," + ",".join(cols + kinds)]
+    cols = ["section", "name", "value", "lo", "hi", "n", *(r.removesuffix("_rate") for r in RATES)]
+    csv = [",".join(cols + kinds)]
     md = [
         "Judge quality: accuracy (%) on the obvious pairs (chance 50; a tie counts ½), and the "
         "judge's rates (%)\n",
@@ -72,42 +80,47 @@ def render(quality: dict, selected: str | None, winrates: dict) -> tuple[str, st
     ]
     for mode, q in quality.items():
         a = q["accuracy"]
-        rates = [q["tie_rate"], q["unreadable_rate"], q["swap_agreement"], q["first_position_rate"]]
+        rates = [None if q.get(r) is None else 100 * q[r] for r in RATES]
+        by_kind = [q["by_kind"].get(k) for k in kinds]
         csv.append(
-            f"pairs,{mode},{a['mean']:.2f},{a['lo']:.2f},{a['hi']:.2f},{a['n']},"
-            + ",".join("" if r is None else f"{100 * r:.2f}" for r in rates)
-            + ","
-            + ",".join(f"{q['by_kind'].get(k, float('nan')):.1f}" for k in kinds)
+            ",".join(
+                ["pairs", mode, *cells([a["mean"], a["lo"], a["hi"]]), str(a["n"])]
+                + cells(rates)
+                + cells(by_kind, 1)
+            )
         )
         label = f"**{mode}** (used)" if mode == selected else mode
         md.append(
             f"| {label} | {a['mean']:.1f} [{a['lo']:.1f}, {a['hi']:.1f}] (n {a['n']}) | "
-            + " | ".join(pct(r) for r in rates)
+            + " | ".join(pct(q.get(r)) for r in RATES[:4])
             + " | "
-            + " | ".join(f"{q['by_kind'].get(k, float('nan')):.0f}" for k in kinds)
+            + " | ".join(cells(by_kind, 0))
             + " |"
         )
     if winrates:
         md += [
             "",
             "Per comparison in the tables (win rate %, the judge's rates %)\n",
-            "| comparison | mode | win rate | n | tie | unreadable | swap agreement |",
-            "|---|---|---|---|---|---|---|",
+            "| comparison | mode | win rate | n | tie | unreadable | swap agreement | identical |",
+            "|---|---|---|---|---|---|---|---|",
         ]
     for table, w in winrates.items():
         for model, m in w["models"].items():
             s = m.get("judge_stats") or {}
-            rates = [s.get("tie_rate"), s.get("unreadable_rate"), s.get("swap_agreement")]
-            name = f"{table}: {model} vs {w['baseline']}"
+            name = f"{model} vs {w['baseline']}"
+            ci = m.get("win_rate_ci") or {}
             csv.append(
-                f"{table},{model} vs {w['baseline']},{m['win_rate']:.2f},,,{m['n_instructions']},"
-                + ",".join("" if r is None else f"{100 * r:.2f}" for r in rates)
-                + ","
-                + "," * len(kinds)
+                ",".join(
+                    [table, name, *cells([m["win_rate"], ci.get("lo"), ci.get("hi")])]
+                    + [str(m["n_instructions"])]
+                    + cells([None if s.get(r) is None else 100 * s[r] for r in RATES])
+                    + [""] * len(kinds)
+                )
             )
+            shown = ("tie_rate", "unreadable_rate", "swap_agreement", "identical_rate")
             md.append(
-                f"| {name} | {w.get('mode', 'prompt')} | {m['win_rate']:.1f} | "
-                f"{m['n_instructions']} | " + " | ".join(pct(r) for r in rates) + " |"
+                f"| {table}: {name} | {w.get('mode', 'prompt')} | {m['win_rate']:.1f} | "
+                f"{m['n_instructions']} | " + " | ".join(pct(s.get(r)) for r in shown) + " |"
             )
     return "\n".join(csv) + "\n", "\n".join(md) + "\n"
 
