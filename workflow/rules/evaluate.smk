@@ -129,7 +129,7 @@ rule winrate:
     params:
         py=rule_python("eval_judge"),
         cache=CACHE,
-        judge=role_spec("eval_judge"),
+        judge=judge_spec(),
         compared=winrate_args,
         mode=config["winrate"]["mode"],
     shell:

@@ -136,7 +136,7 @@ rule winrate_fdpo:
     params:
         py=PY,
         cache=CACHE,
-        judge=role_spec("eval_judge"),
+        judge=judge_spec(),
         baseline=f"'{FDPO_BASELINE}={R}/eval/{FDPO_BASELINE}/alpaca.jsonl'",
         models=" ".join(
             f"'{m}={R}/eval/{m}/alpaca.jsonl'" for m in FDPO_ROWS if m != FDPO_BASELINE

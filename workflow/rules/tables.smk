@@ -61,7 +61,7 @@ rule judge_quality:
     params:
         py=rule_python("eval_judge"),
         cache=CACHE,
-        judge=role_spec("eval_judge"),
+        judge=judge_spec(),
         modes=" ".join(
             config["winrate"]["quality_modes"] or [config["winrate"]["mode"]]
         ),
