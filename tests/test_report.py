@@ -33,6 +33,7 @@ def test_figure1_png_and_svg(tmp_path):
 def test_report_collects_tables_figure_and_classifier(workflow_dir):
     wd = workflow_dir
     tables = ["table2_sft", "table3_dpo", "table8_length", "table11_pairs", "table5_truthfulqa"]
+    tables += ["table_judge"]
     (wd / "results/tables").mkdir(parents=True)
     (wd / "results/classified").mkdir(parents=True)
     for t in tables:
@@ -58,4 +59,5 @@ def test_report_collects_tables_figure_and_classifier(workflow_dir):
     for caption in ["FLAME Table 2", "FLAME Table 3", "FLAME Table 5", "FLAME Table 8"]:
         assert caption in html, caption
     assert "FLAME Table 11" in html and "FLAME Figure 1" in html
+    assert "The win-rate judge's quality" in html
     assert "Fact-based instruction classification" in html

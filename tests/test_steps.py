@@ -11,7 +11,6 @@ from flame.fewshot import clip, select_demos
 from flame.prompts import parse_score, parse_yes_no
 from flame.rm_if import mean_or_none
 from flame.sft_data import build
-from flame.winrate import outcome
 
 
 @pytest.mark.parametrize(
@@ -92,10 +91,6 @@ def test_sft_data_variants():
     assert stats["dropped_empty_pt_responses"] == 1 and stats["n_SFT"] == 2
     with pytest.raises(ValueError, match="f1"):
         build(seed, [])
-
-
-def test_winrate_outcomes():
-    assert outcome("A", "A") == 1.0 and outcome("B", "A") == 0.0 and outcome(None, "B") == 0.5
 
 
 def test_tables_render(tmp_path):

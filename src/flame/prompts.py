@@ -106,3 +106,8 @@ PAIRWISE = (
 
 def pairwise_prompt(instruction: str, a: str, b: str) -> Prompt:
     return Prompt.chat(PAIRWISE.format(instruction=instruction, a=a, b=b), prefix="Better:")
+
+
+# Reverse judge (flame.judge, mode "reverse"): log P(instruction | response), raw text, so any
+# backend with log-likelihoods (transformers, vLLM, /completions with echo) can score it.
+REVERSE = "Here is an answer written by an assistant:\n{response}\n\nThe user's request was:"

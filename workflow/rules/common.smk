@@ -179,6 +179,14 @@ def role_input(role, policy=None):
     return resolve(config["roles"][role], policy)[1]
 
 
+def judge_spec():
+    """roles.eval_judge's spec, in winrate.dtype when that is set and the judge is local."""
+    spec = json.loads(role_spec("eval_judge"))
+    if config["winrate"].get("dtype") and spec.get("backend") != "openai":
+        spec["dtype"] = config["winrate"]["dtype"]
+    return json.dumps(spec, sort_keys=True)
+
+
 def model_spec(name):
     """Spec of an evaluated model by its table name."""
     if name == "Chat":

@@ -129,8 +129,10 @@ rule winrate:
     params:
         py=rule_python("eval_judge"),
         cache=CACHE,
-        judge=role_spec("eval_judge"),
+        judge=judge_spec(),
         compared=winrate_args,
+        mode=config["winrate"]["mode"],
     shell:
         "{params.py} -m flame.winrate --judge {params.judge:q} {params.compared}"
-        " --out {output} --cache {params.cache} --threads {threads} > {log} 2>&1"
+        " --mode {params.mode} --out {output} --cache {params.cache} --threads {threads}"
+        " > {log} 2>&1"

@@ -136,15 +136,16 @@ rule winrate_fdpo:
     params:
         py=rule_python("eval_judge"),
         cache=CACHE,
-        judge=role_spec("eval_judge"),
+        judge=judge_spec(),
         baseline=f"'{FDPO_BASELINE}={R}/eval/{FDPO_BASELINE}/alpaca.jsonl'",
         models=" ".join(
             f"'{m}={R}/eval/{m}/alpaca.jsonl'" for m in FDPO_ROWS if m != FDPO_BASELINE
         )
         or f"'{FDPO_BASELINE}={R}/eval/{FDPO_BASELINE}/alpaca.jsonl'",
+        mode=config["winrate"]["mode"],
     shell:
         "{params.py} -m flame.winrate --judge {params.judge:q} --baseline {params.baseline}"
-        " --models {params.models} --out {output} --cache {params.cache}"
+        " --models {params.models} --mode {params.mode} --out {output} --cache {params.cache}"
         " --threads {threads} > {log} 2>&1"
 
 

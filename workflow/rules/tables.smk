@@ -35,3 +35,62 @@ rule tables:
         "{params.py} -m flame.tables --eval-dir {params.eval_dir} --dpo-dir {params.dpo_dir}"
         " --out-dir {params.out_dir} --table2-rows {params.rows2} --table3-rows {params.rows3}"
         " --data-manifest {input.data_manifest} > {log} 2>&1"
+
+
+# Does the win-rate judge judge? Accuracy on 36 obvious pairs per mode (judged early, on idle
+# cores), and the judge's tie, unreadable and swap-agreement rates in every comparison of
+# Tables 2 and 3 (flame.judge_quality).
+TABLES += expand(f"{R}/tables/table_judge.{{ext}}", ext=["csv", "md"])
+
+
+rule judge_quality:
+    input:
+        judge=role_input("eval_judge"),
+    output:
+        f"{R}/eval/judge_quality.json",
+    log:
+        f"{LOGS}/judge_quality.log",
+    benchmark:
+        f"{BENCH}/judge_quality.tsv"
+    conda:
+        conda_env("eval_judge")
+    threads: 1
+    resources:
+        mem_mb=4000,
+        gpu=1,
+    params:
+        py=rule_python("eval_judge"),
+        cache=CACHE,
+        judge=judge_spec(),
+        modes=" ".join(
+            config["winrate"]["quality_modes"] or [config["winrate"]["mode"]]
+        ),
+    shell:
+        "{params.py} -m flame.judge_quality --judge {params.judge:q} --modes {params.modes}"
+        " --out {output} --cache {params.cache} --threads {threads} > {log} 2>&1"
+
+
+rule table_judge:
+    input:
+        quality=rules.judge_quality.output[0],
+        winrates=expand(f"{R}/eval/winrate_{{table}}.json", table=["table2", "table3"]),
+    output:
+        **{
+            ext: report(
+                f"{R}/tables/table_judge.{ext}",
+                caption="../report/table_judge.rst",
+                category="Tables",
+            )
+            for ext in ["csv", "md"]
+        },
+    log:
+        f"{LOGS}/table_judge.log",
+    conda:
+        BASE_ENV
+    threads: 1
+    params:
+        py=PY,
+        mode=config["winrate"]["mode"],
+    shell:
+        "{params.py} -m flame.judge_quality --quality {input.quality} --selected {params.mode}"
+        " --winrate {input.winrates} --table {output.md} > {log} 2>&1"

@@ -80,11 +80,13 @@ def render(tokenizer, prompt: Prompt) -> str:
 
 
 def option_token_ids(tokenizer, option: str) -> list[int]:
-    """First-token ids under which `option` may appear next ("True" and " True")."""
+    """First-token ids under which `option` may appear next ("True" and " True"). A variant
+    whose first token is bare whitespace (SmolLM2 splits " 3" into " " + "3") is left out: that
+    token starts every option alike, and would give each the same score."""
     ids = set()
     for variant in (option, " " + option):
         toks = tokenizer.encode(variant, add_special_tokens=False)
-        if toks:
+        if toks and tokenizer.decode(toks[:1]).strip():
             ids.add(toks[0])
     return sorted(ids)
 
