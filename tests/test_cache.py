@@ -91,3 +91,17 @@ def test_choose_cache_and_changed_prompt(tmp_path):
     assert inner.seen == ["a", "b", "c"]
     lm.choose([Prompt(text="a")], ["Yes", "No"])  # other options: another question
     assert inner.seen[-1] == "a"
+
+
+def test_choose_scores_of_an_older_option_rule_are_not_reused(tmp_path):
+    """A backend whose way of reading option scores changed (LM.choose_rule) recomputes."""
+    cache = Cache(tmp_path / "c.sqlite")
+    old = Counting()
+    old.choose_rule = 1
+    CachedLM(old, cache).choose([Prompt(text="a")], ["1", "2"])
+    new = Counting()
+    CachedLM(new, cache).choose([Prompt(text="a")], ["1", "2"])
+    assert new.seen == ["a"]
+    again = Counting()
+    CachedLM(again, cache).choose([Prompt(text="a")], ["1", "2"])
+    assert again.seen == []

@@ -94,6 +94,10 @@ class LM(ABC):
     """Base class of the backends. Subclasses set ``fingerprint`` and implement the two calls."""
 
     fingerprint: str = ""
+    # How `choose` reads an option's score; part of its cache key, so that a change of the rule
+    # never reuses old scores. 2: a first token that is bare whitespace is not an option's token
+    # (SmolLM2 splits " 3" into " " + "3": every digit option had scored alike).
+    choose_rule: int = 2
 
     def __init__(self) -> None:
         self.stats = Stats()
@@ -177,7 +181,8 @@ class CachedLM(LM):
         return [[found[k] for k in ks] for ks in keys]
 
     def choose(self, prompts: list[Prompt], options: list[str]) -> list[list[float] | None]:
-        key_of = {p: make_key("choose", self.fingerprint, p.key(), options) for p in prompts}
+        rule = self.inner.choose_rule
+        key_of = {p: make_key("choose", self.fingerprint, p.key(), options, rule) for p in prompts}
         found = self.cache.get_many(key_of.values())
         todo = [p for p, k in key_of.items() if k not in found]
         log.info(
