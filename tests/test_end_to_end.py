@@ -245,4 +245,4 @@ def check_ablations(wd: Path) -> None:
         (7, "table7_pair_selection"),
         (9, "table9_alignment_tax"),
     ]:
-        assert f"FLAME Table {n}" in html and f'"filename": "{name}.md"' in html, name
+        assert f"FLAME Table {n}:" in html and f'"filename": "{name}.md"' in html, name
