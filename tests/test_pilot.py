@@ -28,6 +28,23 @@ def test_training_people_leave_out_used_and_pageless_people():
     assert recs[0]["topic"] == got[0] and recs[0]["fact_based"] is True
 
 
+def test_prompts_cli_from_an_entity_file(tmp_path):
+    from flame.knowledge import build
+
+    pages = [{"title": t, "text": f"{t} was a person."} for t in ["Ada", "Alan", "Grace"]]
+    write_jsonl(tmp_path / "kb.jsonl", pages)
+    build(f"jsonl:{tmp_path / 'kb.jsonl'}", tmp_path / "kb")
+    (tmp_path / "names.txt").write_text("Ada\nAlan\nGrace\nNobody\n")
+    write_jsonl(tmp_path / "bio.jsonl", [{"id": "b", "instruction": "x", "topic": "grace"}])
+    args = ["prompts", "--entities", str(tmp_path / "names.txt"), "--knowledge"]
+    args += [str(tmp_path / "kb"), "--exclude", str(tmp_path / "bio.jsonl"), "--n"]
+    pilot.main([*args, "2", "--out", str(tmp_path / "p.jsonl")])
+    got = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert sorted(r["topic"] for r in got) == ["Ada", "Alan"]  # Grace is evaluated, Nobody pageless
+    with pytest.raises(ValueError, match="--n 3: only 2 people"):
+        pilot.main([*args, "3", "--out", str(tmp_path / "p.jsonl")])
+
+
 PT = [
     {"id": "p1", "instruction": "Tell me a bio of A.", "responses": ["a0", "a1", "a2", "a3"]},
     {"id": "p2", "instruction": "Tell me a bio of B.", "responses": ["b0", " ", "b2"]},

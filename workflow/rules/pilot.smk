@@ -31,6 +31,7 @@ rule pilot_prompts:
             rules.build_data.output.fava,
         ],
         knowledge=rules.build_knowledge.output[0],
+        entities=[e for e in [PILOT_CFG["entities"]] if Path(e).is_file()],
     output:
         f"{R}/pilot/bio_train.jsonl",
     log:
