@@ -25,8 +25,8 @@ include: "workflow/rules/common.smk"
 wildcard_constraints:
     sft="|".join(SFT_NAMES),
     dpo="|".join(DPO_NAMES),
-    policy="SFT|SFT_FLAME",
-    model="|".join(m.replace("+", r"\+") for m in ["PT", *CHAT_EVAL_MODELS]),
+    policy="|".join(POLICIES),
+    model="|".join(m.replace("+", r"\+") for m in [*BIO_ONLY_MODELS, *CHAT_EVAL_MODELS]),
     name="[A-Za-z0-9_.-]+",
 
 
@@ -43,6 +43,7 @@ include: "workflow/rules/truthfulqa.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/ablations.smk"
 include: "workflow/rules/alignment_tax.smk"
+include: "workflow/rules/pilot.smk"
 
 
 if FDPO_ROWS:

@@ -165,9 +165,12 @@ def test_ablation_config_dry_run(workflow_dir):
     assert res.returncode == 0, res.stderr[-3000:]
     for rule, n in [("fewshot_pt_all", 1), ("sft_data_noclf", 1), ("pairs_selection", 2)]:
         assert re.search(rf"^{rule}\s+{n}$", res.stdout, flags=re.M), rule
-    for rule, n in [("train_sft", 4), ("train_dpo", 7), ("table6", 1), ("table7", 1)] + [
+    for rule, n in [("train_sft", 6), ("train_dpo", 9), ("table6", 1), ("table7", 1)] + [
         ("alignment_tax", 2),
         ("table9", 1),
+        ("pilot_generate", 2),
+        ("pilot_eval_generate", 4),
+        ("table1", 1),
     ]:
         assert re.search(rf"^{rule}\s+{n}$", res.stdout, flags=re.M), rule
     assert "winrate_table6.json" in res.stdout and "winrate_table7.json" in res.stdout

@@ -118,3 +118,20 @@ def test_factuality_intervals_follow_aggregate():
     assert ci["mean_correct_ci"]["n"] == 3 and ci["mean_correct_ci"]["mean"] == agg["mean_correct"]
     assert ci["mean_erroneous_ci"]["mean"] == agg["mean_erroneous"]
     assert ci["factscore_ci"]["lo"] == 0.0 and ci["factscore_ci"]["hi"] == 0.75
+
+
+def test_classifier_report_carries_an_accuracy_interval(tiny_model, tmp_path):
+    from flame import classify
+
+    labels = [{"instruction": f"Question {i}?", "fact_based": i % 2 == 0} for i in range(6)]
+    (tmp_path / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labels))
+    (tmp_path / "in.jsonl").write_text(json.dumps({"id": "a", "instruction": "Hi?"}) + "\n")
+    classify.main(
+        ["--model", json.dumps({"source": str(tiny_model), "backend": "transformers"})]
+        + ["--inputs", str(tmp_path / "in.jsonl"), "--outputs", str(tmp_path / "out.jsonl")]
+        + ["--labels", str(tmp_path / "labels.jsonl"), "--report", str(tmp_path / "r.json")]
+    )
+    lab = json.loads((tmp_path / "r.json").read_text())["labelled"]
+    ci = lab["accuracy_ci"]
+    assert ci["n"] == 6 and ci["mean"] == pytest.approx(lab["accuracy"])
+    assert 0.0 <= ci["lo"] <= ci["mean"] <= ci["hi"] <= 1.0

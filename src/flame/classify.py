@@ -25,6 +25,7 @@ from flame.cli import run
 from flame.io import json_arg, read_jsonl, setup_logging, write_json, write_jsonl
 from flame.lm import LM, load_lm
 from flame.prompts import classify_prompt
+from flame.stats import interval
 
 log = logging.getLogger("flame.classify")
 
@@ -89,6 +90,11 @@ def main(argv: list[str] | None = None) -> None:
         "labelled": {
             "n": len(labels),
             "accuracy": acc,
+            # n and a 95 % bootstrap interval over the labelled items (with --calibrate the
+            # threshold is fit on these same items, so the interval is optimistic)
+            "accuracy_ci": interval(
+                [decide(m, threshold) == g for m, g in zip(label_margin, gold, strict=True)]
+            ),
             "accuracy_argmax": accuracy([decide(m) for m in label_margin], gold),
             "unreadable": sum(m is None for m in label_margin),
         },

@@ -5,7 +5,10 @@ instruction text; the paper uses the DRAGON+ dense retriever) and their human an
 k-shot raw-text prompt; the pre-trained model samples n responses (paper: k=5, n=10, temperature
 0.7, top-p 0.9). Demo answers are cut to --demo-chars characters to bound the prompt length.
 
-Also produces the "PT 5-shot" row of Table 2 (Bio) with --n 1.
+Also produces the "PT 5-shot" row of Table 2 (Bio) with --n 1. With --knowledge, the prompt also
+holds --passages passages retrieved for the target (Table 1's PT+RAG): the top passages of the
+target's own page (its `topic`) for the instruction as query, or of the whole corpus when the
+knowledge source has no such page; the output records name them (`context`).
 
 Example:
     python -m flame.fewshot --model results/models/base/smollm2 --demos classified/seed.jsonl \
@@ -60,6 +63,24 @@ def select_demos(pool: list[dict], targets: list[dict], k: int) -> list[list[int
     return chosen
 
 
+def retrieve(targets: list[dict], args) -> list[list[dict]]:
+    """--passages passages per target: of its topic's page when the knowledge has it (FActScore's
+    topic retrieval), else of the whole corpus, with the instruction as the query."""
+    from flame.knowledge import KnowledgeBase
+
+    kb = KnowledgeBase.load(args.knowledge)
+    out, open_search = [], 0
+    for t in targets:
+        if kb.has_topic(t.get("topic")):
+            out.append(kb.search_topic(t["topic"], [t["instruction"]], args.passages)[0])
+        else:
+            open_search += 1
+            out.append(kb.search(t["instruction"], args.passages))
+    log.info("retrieval: %d prompts from their topic's page, %d from the whole corpus",
+             len(targets) - open_search, open_search)  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -76,6 +97,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--demo-chars", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--knowledge", help="knowledge folder: retrieval-augmented prompts (PT+RAG)")
+    ap.add_argument("--passages", type=int, default=5, help="retrieved passages per prompt")
+    ap.add_argument("--passage-chars", type=int, default=1000, help="truncate passages to this")
     ap.add_argument("--cache")
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
@@ -91,12 +115,14 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.demos}: {len(pool)} demos with responses, need at least k+1={args.k + 1}"
         )
     demos = select_demos(pool, targets, args.k) if targets else []
+    contexts = retrieve(targets, args) if args.knowledge and targets else [None] * len(targets)
     prompts = [
         fewshot_prompt(
             t["instruction"],
             [(pool[i]["instruction"], clip(pool[i]["response"], args.demo_chars)) for i in idx],
+            None if ctx is None else [clip(p["text"], args.passage_chars) for p in ctx],
         )
-        for t, idx in zip(targets, demos, strict=True)
+        for t, idx, ctx in zip(targets, demos, contexts, strict=True)
     ]
     lm = load_lm(args.model, cache=args.cache, threads=args.threads) if targets else None
     sampling = Sampling(
@@ -117,8 +143,9 @@ def main(argv: list[str] | None = None) -> None:
             "fact_based": t.get("fact_based"),
             "responses": responses,
             "demos": [pool[i]["id"] for i in idx],
+            **({} if ctx is None else {"context": [p["id"] for p in ctx]}),
         }
-        for t, idx, responses in zip(targets, demos, outs, strict=True)
+        for t, idx, ctx, responses in zip(targets, demos, contexts, outs, strict=True)
     ]
     empty = sum(1 for r in records for x in r["responses"] if not x.strip())
     write_jsonl(args.out, records)

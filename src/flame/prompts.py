@@ -39,9 +39,17 @@ FEWSHOT_DEMO = "### Instruction:\n{instruction}\n\n### Response:\n{response}\n\n
 FEWSHOT_STOP = ("### Instruction", "\n###", "\n\n\n")
 
 
-def fewshot_prompt(instruction: str, demos: list[tuple[str, str]]) -> Prompt:
-    """Raw-text k-shot prompt: works with base (pre-trained) models, which have no chat template."""
+FEWSHOT_CONTEXT = "### Context:\n{passages}\n\n"
+
+
+def fewshot_prompt(
+    instruction: str, demos: list[tuple[str, str]], context: list[str] | None = None
+) -> Prompt:
+    """Raw-text k-shot prompt: works with base (pre-trained) models, which have no chat template.
+    `context` (retrieved passages, Table 1's PT+RAG) goes right before the instruction."""
     body = "".join(FEWSHOT_DEMO.format(instruction=i, response=r) for i, r in demos)
+    if context:
+        body += FEWSHOT_CONTEXT.format(passages="\n\n".join(context))
     return Prompt(
         text=FEWSHOT_HEADER + body + f"### Instruction:\n{instruction}\n\n### Response:\n"
     )

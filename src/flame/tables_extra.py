@@ -1,4 +1,4 @@
-"""The paper's other tables (FLAME Tables 5, 6, 7 and 9): per-model cells that are means with
+"""The paper's other tables (FLAME Tables 1, 5, 6, 7 and 9): per-model cells that are means with
 n and a 95 % bootstrap interval ({mean, n, lo, hi}), our numbers beside the paper's.
 
 - ``truthfulqa``: Table 5, TruthfulQA MC1/MC2/MC3 (and BLEU/ROUGE-L accuracy of generated
@@ -8,7 +8,10 @@ n and a 95 % bootstrap interval ({mean, n, lo, hi}), our numbers beside the pape
 - ``classifier``: Table 6, SFT_FLAME with and without the classifier: win rate (--winrate, vs
   SFT) and Bio FActScore from MODEL/factuality.json;
 - ``pair-selection``: Table 7, SFT + DPO_FLAME with each fact-pair selection: fact pairs
-  (--pair-counts), win rate (vs SFT+DPO) and Bio FActScore.
+  (--pair-counts), win rate (vs SFT+DPO) and Bio FActScore;
+- ``pilot``: Table 1, the Bio pilot study (flame.pilot): Bio FActScore of PT, PT+RAG, SFT on
+  each kind of bios and DPO on each kind of pairs, with their training examples / pairs
+  (--pilot-counts).
 
 CSV columns: model, METRIC..., paper_METRIC..., METRIC_n, METRIC_lo, METRIC_hi..., vs_baseline
 ("baseline", "not distinguishable" when each interval overlaps the baseline row's, or the
@@ -61,20 +64,34 @@ TABLES = {
         "table7_pair_selection",
         {"pairs": "fact pairs", "win": "Win vs SFT+DPO", "bio_fs": "Bio FS"},
     ),
+    "pilot": (
+        "Table 1: the biography pilot study",
+        None,
+        "table1_pilot",
+        {"train": "training examples / pairs", "bio_fs": "Bio FS"},
+    ),
 }
 
-COUNTS = {"pairs"}  # cells that are counts, not means: shown as integers
+COUNTS = {"pairs", "train"}  # cells that are counts, not means: shown as integers
+# the paper's model where it is not Llama-2 70B
+PAPER_MODEL = {"table1_pilot": "Llama-2 7B"}
+# Table 1's rows -> the pilot's training set each was trained on (flame.pilot's counts)
+PILOT_SETS = {"SFT_PT": "SFT_PT", "SFT_RAG": "SFT_RAG", "SFT_PT+DPO_FS": "DPO_FS",
+              "SFT_PT+DPO_RAG": "DPO_RAG"}  # fmt: skip
 
 
-def win_and_bio(eval_dir: Path, model: str, winrate: dict) -> dict:
+def win_and_bio(eval_dir: Path, model: str, winrate: dict | None) -> dict:
     """{win, bio_fs} cells of a model: its judged win rate and its Bio FActScore (%)."""
     row = {}
-    w = winrate["models"].get(model)
-    if model == winrate.get("baseline"):
+    w = winrate["models"].get(model) if winrate else None
+    if winrate and model == winrate.get("baseline"):
         row["win"] = {"mean": 50.0, "n": None, "lo": 50.0, "hi": 50.0}
     elif w:
         row["win"] = w.get("win_rate_ci") or {"mean": w["win_rate"]}
-    bio = read_json(eval_dir / model / "factuality.json").get("bio") or {}
+    path = eval_dir / model / "factuality.json"
+    if not path.exists():
+        raise SystemExit(f"error: {path}: no such file (evaluate {model} first)")
+    bio = read_json(path).get("bio") or {}
     ci = bio.get("factscore_ci") or {}
     if bio.get("factscore") is not None:
         row["bio_fs"] = {
@@ -120,6 +137,7 @@ def render(
     ref: dict,
     labels: dict,
     baseline: str | None,
+    paper_model: str = "Llama-2 70B",
 ) -> tuple[str, str]:
     """CSV and Markdown of rows {model: {metric: {mean, n, lo, hi}}}; metrics no row has are
     left out."""
@@ -129,7 +147,7 @@ def render(
     md = [
         f"### {title}",
         "",
-        "Each cell: ours ± half its 95 % bootstrap interval (paper, Llama-2 70B).",
+        f"Each cell: ours ± half its 95 % bootstrap interval (paper, {paper_model}).",
         "",
         "| model | " + " | ".join(headers[m] for m in metrics) + f" | vs {baseline} |",
         "|---" * (len(metrics) + 2) + "|",
@@ -185,12 +203,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--baseline", help="the row others are compared with")
     ap.add_argument("--winrate", type=Path, help="winrate_tableN.json (classifier, pair-selection)")
     ap.add_argument("--pair-counts", nargs="*", type=Path, default=[], help="pair_counts*.json")
+    ap.add_argument("--pilot-counts", type=Path, help="the pilot's counts.json (pilot)")
     ap.add_argument("--out", required=True, help="output path without extension (.csv, .md)")
     args = ap.parse_args(argv)
     title, filename, key, headers = TABLES[args.table]
     ref = paper()
     rows = {}
-    if filename is None:  # assembled from win rates, factuality and pair counts
+    if args.table == "pilot":
+        sets = read_json(args.pilot_counts)["sets"] if args.pilot_counts else {}
+        for m in args.rows:
+            rows[m] = win_and_bio(args.eval_dir, m, None)
+            if PILOT_SETS.get(m) in sets:
+                rows[m]["train"] = {"mean": sets[PILOT_SETS[m]]}
+    elif filename is None:  # assembled from win rates, factuality and pair counts
         if args.winrate is None:
             raise SystemExit(f"error: {args.table} needs --winrate")
         winrate = read_json(args.winrate)
@@ -205,7 +230,9 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"error: {path}: no such file (run the {args.table} step first)")
         rows[m] = read_json(path)
     labels = {**ref["row_labels"], **ref.get(f"{key}_labels", {})}
-    csv, md = render(title, rows, headers, ref[key], labels, args.baseline)
+    csv, md = render(
+        title, rows, headers, ref[key], labels, args.baseline, PAPER_MODEL.get(key, "Llama-2 70B")
+    )
     write_text(f"{args.out}.csv", csv)
     write_text(f"{args.out}.md", md)
     print(md)

@@ -68,6 +68,18 @@ ABLATION_DPO = [f"DPO_FLAME_{s}" for s in PAIR_SELECTIONS]
 SFT_NAMES = [*SFT_VARIANTS, *ABLATION_SFT]
 DPO_NAMES = ["DPO", "DPO_fact", "DPO_FLAME", *ABLATION_DPO]
 CHAT_EVAL_MODELS += [*ABLATION_SFT, *(f"SFT+{d}" for d in ABLATION_DPO)]
+# Table 1, the Bio pilot study (workflow/rules/pilot.smk): SFT on PT's own bios and on PT+RAG
+# bios; DPO from SFT_PT on FActScore-ranked own bios, or with RAG bios chosen. Its models are
+# evaluated on Bio only, like PT.
+PILOT = "table1_bio_pilot" in EXTRA_TABLES
+PILOT_SFT = ["SFT_PT", "SFT_RAG"] if PILOT else []
+PILOT_DPO = ["DPO_FS", "DPO_RAG"] if PILOT else []
+PILOT_CHAT = [*PILOT_SFT, *(f"SFT_PT+{d}" for d in PILOT_DPO)]
+PILOT_ROWS = ["PT", "PT_RAG", *PILOT_CHAT] if PILOT else []
+SFT_NAMES += PILOT_SFT
+DPO_NAMES += PILOT_DPO
+POLICIES = ["SFT", "SFT_FLAME", *(["SFT_PT"] if PILOT else [])]
+BIO_ONLY_MODELS = ["PT", *PILOT_ROWS[1:]]
 
 # F-DPO and the Bradley-Terry reward model (workflow/rules/fdpo.smk, reward_model.smk): their
 # rows come from config (one F-DPO checkpoint per lambda) and join the evaluated models.
@@ -376,11 +388,11 @@ def eval_sampling():
 
 
 def eval_sets(wc):
-    """NAME=PATH:retrieval arguments of flame.evaluate (PT is evaluated on Bio only)."""
+    """NAME=PATH:retrieval arguments of flame.evaluate (PT and Table 1's models: Bio only)."""
     r = config["evaluation"]["retrieval"]
     d = f"{R}/eval/{wc.model}"
     sets = [f"bio={d}/bio.jsonl:{r['bio']}"]
-    if wc.model != "PT":
+    if wc.model not in BIO_ONLY_MODELS:
         sets += [
             f"alpaca_fact={d}/alpaca.jsonl:{r['alpaca_fact']}",
             f"fava={d}/fava.jsonl:{r['fava']}",
@@ -389,8 +401,8 @@ def eval_sets(wc):
 
 
 def eval_generations(wc):
-    if wc.model == "PT":
-        return [f"{R}/eval/PT/bio.jsonl"]
+    if wc.model in BIO_ONLY_MODELS:
+        return [f"{R}/eval/{wc.model}/bio.jsonl"]
     return [f"{R}/eval/{wc.model}/{s}.jsonl" for s in EVAL_SETS]
 
 
