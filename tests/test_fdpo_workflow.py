@@ -51,6 +51,14 @@ def test_lambda_list_grows_the_rows(workflow_dir):
                                     "sweep.yaml", cwd=workflow_dir).stdout  # fmt: skip
 
 
+def test_empty_pairs_flags_reach_the_reward_model_rules(workflow_dir):
+    res = snakemake("-n", "-p", "--cores", "2", *FDPO_CONFIG, cwd=workflow_dir)
+    assert res.returncode == 0, res.stderr
+    assert re.search(r"flame\.train_rm .*--allow-empty", res.stdout)
+    assert re.search(r"flame\.rm_bt .*--allow-untrained", res.stdout)
+    assert re.search(r"flame\.table_fdpo .*--models-dir results/models/dpo", res.stdout)
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -58,6 +66,7 @@ def test_lambda_list_grows_the_rows(workflow_dir):
         ({"fdpo": {"balance": {"21": 1}}}, "21"),
         ({"roles": {"hallucinator": "nobody"}}, "roles.hallucinator: unknown model"),
         ({"rm_fact": {"mode": "reward_model"}}, "rm_fact.mode"),
+        ({"dpo": {"allow_empty_pairs": False}}, "needs dpo.allow_empty_pairs"),
     ],
 )
 def test_bad_fdpo_config_fails_before_any_job(workflow_dir, edit, message):
