@@ -344,3 +344,27 @@ def test_tables_mark_rows_trained_on_zero_pairs(tmp_path):
     md = (out / "table_rm.md").read_text()
     assert "RM_BT: not trained: zero RM_fact pairs (5 tied)." in md
     assert "scored no responses (untrained)" in md and "responses/s" not in md
+
+
+def test_nf4_reaches_bitsandbytes_where_a_gpu_is_present(tiny_model, tmp_path):
+    """QLoRA's path as far as this CPU machine can take it: with a GPU, nf4 hands TRL a 4-bit
+    NF4 BitsAndBytesConfig (double quantisation, bf16 compute), which TRL passes to the model
+    loader; transformers then needs bitsandbytes (GPU machines: `pip install -e '.[qlora]'`)."""
+    import torch
+
+    factory = train_fdpo.trainer_factory(2.0, "nf4", cuda=True)
+    q = factory.keywords["quantization_config"]
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
+    assert q.bnb_4bit_compute_dtype == torch.bfloat16 and factory.keywords["lam"] == 2.0
+    assert "quantization_config" not in train_fdpo.trainer_factory(2.0, "nf4", cuda=False).keywords
+    recipe = training.load_recipe(train_dpo.RECIPE, None, ["use_lora=true", "max_length=64"])
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="bitsandbytes"):
+            train_dpo.build_trainer(str(tiny_model), LOSS_PAIRS, recipe, tmp_path / "o", factory,
+                                    train_fdpo.to_example)  # fmt: skip
+    else:  # bitsandbytes here (a GPU machine, or its CPU backend): the policy loads in 4 bits
+        trainer = train_dpo.build_trainer(str(tiny_model), LOSS_PAIRS, recipe, tmp_path / "o",
+                                          factory, train_fdpo.to_example)  # fmt: skip
+        assert getattr(trainer.model, "is_loaded_in_4bit", False)

@@ -109,14 +109,15 @@ def _classes():
     return FDPOTrainer, FDPOCollator
 
 
-def trainer_factory(lam: float, quantize: str | None = None):
-    """What flame.train_dpo.build_trainer calls in place of DPOTrainer."""
+def trainer_factory(lam: float, quantize: str | None = None, cuda: bool | None = None):
+    """What flame.train_dpo.build_trainer calls in place of DPOTrainer. `cuda` (default: whether
+    torch sees a GPU) decides whether nf4 loads the policy in 4 bits or falls back to LoRA."""
     trainer_cls, _ = _classes()
     kwargs: dict[str, Any] = {"lam": lam}
     if quantize == "nf4":
         import torch
 
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() if cuda is None else cuda:
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(
