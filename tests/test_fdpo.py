@@ -356,6 +356,7 @@ def test_nf4_reaches_bitsandbytes_where_a_gpu_is_present(tiny_model, tmp_path):
     q = factory.keywords["quantization_config"]
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
     assert q.bnb_4bit_compute_dtype == torch.bfloat16 and factory.keywords["lam"] == 2.0
+    assert q.bnb_4bit_quant_storage == torch.bfloat16  # QLoRA under ZeRO-3 (PEFT's recipe)
     assert "quantization_config" not in train_fdpo.trainer_factory(2.0, "nf4", cuda=False).keywords
     recipe = training.load_recipe(train_dpo.RECIPE, None, ["use_lora=true", "max_length=64"])
     try:

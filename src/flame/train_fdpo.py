@@ -125,6 +125,9 @@ def trainer_factory(lam: float, quantize: str | None = None, cuda: bool | None =
                 bnb_4bit_quant_type="nf4",
                 bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=torch.bfloat16,
+                # bf16 storage: what PEFT's QLoRA + DeepSpeed ZeRO-3 recipe needs to shard the
+                # 4-bit weights (harmless on one GPU)
+                bnb_4bit_quant_storage=torch.bfloat16,
             )
             log.info("QLoRA: the policy is loaded in 4-bit NF4 (bitsandbytes)")
         else:
