@@ -206,7 +206,10 @@ def check_fdpo_on_top(wd: Path) -> None:
     assert not ran & {"train_sft", "classify", "sample_responses", "rm_fact", "rm_if", "pairs",
                       "train_dpo"}, ran  # fmt: skip
     assert {"invert", "fdpo_pairs", "train_fdpo", "train_rm", "table_fdpo", "table_rm"} <= ran
-    results = wd / "results"
+    check_fdpo_tables(wd / "results")
+
+
+def check_fdpo_tables(results: Path) -> None:
     counts = json.loads((results / "fdpo/SFT/fdpo_counts.json").read_text())
     assert counts["buckets_after_flip"]["10"] == 0
     assert sum(counts["buckets_after_flip"].values()) == counts["pairs"]

@@ -216,6 +216,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"zero RM_fact pairs ({ties['prompts_scored']} prompts with 2+ scored "
             f"responses, {ties['prompts_all_tied']} of them all tied; min_gap {args.min_gap})"
         )
+        if not ties["prompts_scored"]:
+            why += "; RM_fact scores only prompts classified fact-based"
         if not args.allow_empty:
             raise SystemExit(f"error: {', '.join(args.rm_fact)}: {why}: nothing to train on")
         return write_untrained(Path(args.out), args.metrics, counts, why, args.init)
