@@ -218,7 +218,7 @@ def check_fdpo_tables(results: Path) -> None:
         row = fdpo[f"F-DPO λ={lam} (SFT+FDPO_l{lam})"]
         assert row["trained"] == ("yes" if counts["pairs"] else "no pairs"), row
         assert int(row["count"]) > 0 and 0 <= float(row["factuality"]) <= 10, row
-        assert 0 <= float(row["halluc_rate"]) <= 1 and row["bio_fs"] != "", row
+        assert 0 <= float(row["halluc_rate"]) <= 1, row
     assert float(fdpo["paper: Qwen3-8B + F-DPO"]["halluc_rate"]) == 0.084
     assert "before flipping" in (results / "tables/table_fdpo.md").read_text()
     rm = {r["model"]: r for r in read_table(results / "tables/table_rm.csv")}
