@@ -136,6 +136,7 @@ def test_new_rules_run_on_the_tiny_model(workflow_dir, tiny_model):
     cfg["roles"]["hallucinator"] = "tiny"
     cfg.update({k: v for k, v in extra.items() if k != "roles"})
     cfg["fdpo"]["recipe"].update(max_steps=1, max_length=128)
+    cfg["fdpo"]["threshold"] = 0.5  # the hand-made scores 0.0 / 0.6 then fall in bucket 10
     cfg["fdpo"]["inversion"].update(max_new_tokens=8, max_rewrites=2)
     cfg["reward_model"]["recipe"].update(max_steps=1, global_batch_size=2,
                                          per_device_train_batch_size=2, max_length=128)  # fmt: skip
