@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 
@@ -29,6 +31,10 @@ def main() -> None:
     ap.add_argument("--n-fixed", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
+    from common import print_machine
+
+    print_machine()
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
