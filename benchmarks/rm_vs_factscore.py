@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 
@@ -29,6 +31,10 @@ def main() -> None:
     ap.add_argument("--n-fixed", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
+    from common import print_machine
+
+    print_machine()
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -36,11 +42,16 @@ def main() -> None:
     from flame.io import json_arg, read_jsonl
     from flame.knowledge import KnowledgeBase
     from flame.rm_bt import agreement
-    from flame.train_rm import score
+    from flame.train_rm import score, untrained_reason
     from flame.training import set_threads
 
+    why = untrained_reason(args.rm)
+    if why:
+        raise SystemExit(f"{args.rm}: the reward model was not trained ({why}): nothing to compare")
     set_threads(args.threads)
     samples = [s for s in read_jsonl(args.samples) if s.get("fact_based")]
+    if not samples:
+        raise SystemExit(f"{args.samples}: no fact-based prompt: FActScore scores nothing here")
     items = [{"id": f"{s['id']}#{j}", "prompt": s["instruction"], "topic": s.get("topic"),
               "response": x} for s in samples for j, x in enumerate(s["responses"])]  # fmt: skip
     opts = SimpleNamespace(

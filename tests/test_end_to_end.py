@@ -190,6 +190,7 @@ def test_embedded_default_end_to_end(workflow_dir):
     report = yaml.safe_load((wd / "results/classified/report.json").read_text())
     assert 0.0 <= report["labelled"]["accuracy"] <= 1.0 and report["labelled"]["n"] >= 40
     check_ablations(wd)
+    check_fdpo_on_top(wd)
 
 
 # jobs workflow/configs/ablations.yaml adds to the embedded default's (Tables 6, 7, 9 and 1);
@@ -246,3 +247,46 @@ def check_ablations(wd: Path) -> None:
         (9, "table9_alignment_tax"),
     ]:
         assert f"FLAME Table {n}:" in html and f'"filename": "{name}.md"' in html, name
+
+
+def check_fdpo_on_top(wd: Path) -> None:
+    """F-DPO and the BT reward model (workflow/configs/fdpo.yaml) on top of the default's results:
+    only the new rules run; both tables are written with evaluated rows. At this scale a pair set
+    can be empty (e.g. no DPO prompt classified fact-based): its rows must then say "no pairs"
+    and the RM "not trained", never fail or show a made-up accuracy."""
+    t0 = time.time()
+    res = snakemake(wd, "--cores", "2", "--configfile", "config.yaml", "workflow/configs/fdpo.yaml",
+                    timeout=1800)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-4000:]
+    print(f"fdpo.yaml on top of the default: {time.time() - t0:.0f} s")
+    ran = {m[1] for m in re.finditer(r"^(\w+)\s+\d+$", res.stdout + res.stderr, flags=re.M)}
+    assert not ran & {"train_sft", "classify", "sample_responses", "rm_fact", "rm_if", "pairs",
+                      "train_dpo"}, ran  # fmt: skip
+    assert {"invert", "fdpo_pairs", "train_fdpo", "train_rm", "table_fdpo", "table_rm"} <= ran
+    check_fdpo_tables(wd / "results")
+
+
+def check_fdpo_tables(results: Path) -> None:
+    counts = json.loads((results / "fdpo/SFT/fdpo_counts.json").read_text())
+    assert counts["buckets_after_flip"]["10"] == 0
+    assert sum(counts["buckets_after_flip"].values()) == counts["pairs"]
+    fdpo = {r["model"]: r for r in read_table(results / "tables/table_fdpo.csv")}
+    for lam in ("0", "10"):
+        row = fdpo[f"F-DPO λ={lam} (SFT+FDPO_l{lam})"]
+        assert row["trained"] == ("yes" if counts["pairs"] else "no pairs"), row
+        assert int(row["count"]) > 0 and 0 <= float(row["factuality"]) <= 10, row
+        assert 0 <= float(row["halluc_rate"]) <= 1, row
+    assert float(fdpo["paper: Qwen3-8B + F-DPO"]["halluc_rate"]) == 0.084
+    assert "before flipping" in (results / "tables/table_fdpo.md").read_text()
+    rm = {r["model"]: r for r in read_table(results / "tables/table_rm.csv")}
+    assert list(rm) == ["SFT + DPO_fact (FActScore)", "SFT + DPO_fact (RM_BT)"]
+    assert all(int(r["count"]) > 0 and r["trained"] in ("yes", "no pairs") for r in rm.values())
+    metrics = json.loads((results / "rm/RM_BT_metrics.json").read_text())
+    md = (results / "tables/table_rm.md").read_text()
+    if metrics["trained"]:
+        assert metrics["train_pairs"] > 0 and 0 <= metrics["train_accuracy"] <= 1
+        assert "responses/s" in md
+    else:
+        assert metrics["train_pairs"] == 0 and metrics["train_accuracy"] is None
+        assert "RM_BT: not trained: zero RM_fact pairs" in md
+        assert rm["SFT + DPO_fact (RM_BT)"]["trained"] == "no pairs"

@@ -303,3 +303,69 @@ def test_precomputed_reference_gives_the_same_loss(tiny_model, tmp_path, torch_t
         a = live._compute_loss(live.model, a_batch, return_outputs=False).item()
         b = pre._compute_loss(pre.model, b_batch, return_outputs=False).item()
     assert abs(a - b) < 1e-5
+
+
+def test_tables_mark_rows_trained_on_zero_pairs(tmp_path):
+    """A checkpoint DPO left unchanged (zero pairs) is kept as a row marked "no pairs", and an
+    untrained reward model is reported as such, with no accuracy or speed made up."""
+    import csv
+
+    from flame import table_fdpo
+
+    ev, models = tmp_path / "eval", tmp_path / "models"
+    summaries = {
+        "SFT+FDPO_l0": {"global_step": 3, "examples": 4},
+        "SFT+FDPO_l10": {"global_step": 0, "skipped": "zero preference pairs"},
+    }
+    for model, summary in summaries.items():
+        (ev / model / "facts").mkdir(parents=True)
+        (ev / model / "facts" / "bio.jsonl").write_text(
+            json.dumps({"id": "a", "fact": "x", "supported": True}) + "\n"
+        )
+        (ev / model / "factuality.json").write_text(json.dumps({"bio": {"factscore": 1.0}}))
+        (models / model).mkdir(parents=True)
+        (models / model / "train_summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "tables"
+    metrics, stats = tmp_path / "m.json", tmp_path / "s.json"
+    metrics.write_text(json.dumps({"trained": False, "skipped": "zero RM_fact pairs (5 tied)",
+                                   "train_pairs": 0, "heldout_pairs": 0,
+                                   "train_accuracy": None, "heldout_accuracy": None}))  # fmt: skip
+    stats.write_text(json.dumps({"trained": False, "responses": 15, "responses_per_s": None}))
+    table_fdpo.main(["--eval-dir", str(ev), "--out-dir", str(out), "--models-dir", str(models),
+                     "--rows", "SFT+FDPO_l0=0", "SFT+FDPO_l10=10", "--baseline", "SFT+FDPO_l0",
+                     "--rm-rows", "SFT+FDPO_l0=by FActScore", "SFT+FDPO_l10=by RM_BT",
+                     "--rm-metrics", str(metrics), "--rm-stats", str(stats)])  # fmt: skip
+    rows = {r["model"]: r for r in csv.DictReader((out / "table_fdpo.csv").open())}
+    assert rows["F-DPO λ=0 (SFT+FDPO_l0)"]["trained"] == "yes"
+    assert rows["F-DPO λ=10 (SFT+FDPO_l10)"]["trained"] == "no pairs"
+    assert "Not trained (zero preference pairs" in (out / "table_fdpo.md").read_text()
+    rm = {r["model"]: r for r in csv.DictReader((out / "table_rm.csv").open())}
+    assert rm["by RM_BT"]["trained"] == "no pairs" and rm["by FActScore"]["trained"] == "yes"
+    md = (out / "table_rm.md").read_text()
+    assert "RM_BT: not trained: zero RM_fact pairs (5 tied)." in md
+    assert "scored no responses (untrained)" in md and "responses/s" not in md
+
+
+def test_nf4_reaches_bitsandbytes_where_a_gpu_is_present(tiny_model, tmp_path):
+    """QLoRA's path as far as this CPU machine can take it: with a GPU, nf4 hands TRL a 4-bit
+    NF4 BitsAndBytesConfig (double quantisation, bf16 compute), which TRL passes to the model
+    loader; transformers then needs bitsandbytes (GPU machines: `pip install -e '.[qlora]'`)."""
+    import torch
+
+    factory = train_fdpo.trainer_factory(2.0, "nf4", cuda=True)
+    q = factory.keywords["quantization_config"]
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
+    assert q.bnb_4bit_compute_dtype == torch.bfloat16 and factory.keywords["lam"] == 2.0
+    assert q.bnb_4bit_quant_storage == torch.bfloat16  # QLoRA under ZeRO-3 (PEFT's recipe)
+    assert "quantization_config" not in train_fdpo.trainer_factory(2.0, "nf4", cuda=False).keywords
+    recipe = training.load_recipe(train_dpo.RECIPE, None, ["use_lora=true", "max_length=64"])
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="bitsandbytes"):
+            train_dpo.build_trainer(str(tiny_model), LOSS_PAIRS, recipe, tmp_path / "o", factory,
+                                    train_fdpo.to_example)  # fmt: skip
+    else:  # bitsandbytes here (a GPU machine, or its CPU backend): the policy loads in 4 bits
+        trainer = train_dpo.build_trainer(str(tiny_model), LOSS_PAIRS, recipe, tmp_path / "o",
+                                          factory, train_fdpo.to_example)  # fmt: skip
+        assert getattr(trainer.model, "is_loaded_in_4bit", False)

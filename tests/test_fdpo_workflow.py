@@ -51,6 +51,38 @@ def test_lambda_list_grows_the_rows(workflow_dir):
                                     "sweep.yaml", cwd=workflow_dir).stdout  # fmt: skip
 
 
+def test_paper_settings_reach_the_fdpo_jobs(workflow_dir):
+    """fdpo_paper.yaml on the paper config: the paper's lambda grid, QLoRA r 32 / alpha 64,
+    lr 1.8e-6, 3 epochs, beta 0.1 and the bucket shares are what the jobs get."""
+    res = snakemake("-n", "-p", "--cores", "8", "--configfile", "workflow/configs/paper.yaml",
+                    "workflow/configs/fdpo_paper.yaml", cwd=workflow_dir)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = counts(res.stdout)
+    assert jobs["train_fdpo"] == 10 and jobs["train_rm"] == 1 and jobs["table_fdpo"] == 1
+    lams = sorted(float(m) for m in re.findall(r"flame\.train_fdpo --lam (\S+)", res.stdout))
+    assert lams == [0, 2, 4, 6, 8, 10, 20, 30, 50, 100]
+    cmd = re.search(r"flame\.train_fdpo --lam 100 .*", res.stdout)[0]
+    for arg in [
+        "--quantize nf4",
+        "--epochs 3",
+        "--set lora_r=32",
+        "--set lora_alpha=64",
+        "--set learning_rate=1.8e-06",
+        "--set beta=0.1",
+        "--set use_lora=true",
+    ]:
+        assert arg in cmd, arg
+    assert re.search(r"flame\.fdpo .*--threshold 1\.0 .*\"00\": 15", res.stdout)
+
+
+def test_empty_pairs_flags_reach_the_reward_model_rules(workflow_dir):
+    res = snakemake("-n", "-p", "--cores", "2", *FDPO_CONFIG, cwd=workflow_dir)
+    assert res.returncode == 0, res.stderr
+    assert re.search(r"flame\.train_rm .*--allow-empty", res.stdout)
+    assert re.search(r"flame\.rm_bt .*--allow-untrained", res.stdout)
+    assert re.search(r"flame\.table_fdpo .*--models-dir results/models/dpo", res.stdout)
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -58,6 +90,7 @@ def test_lambda_list_grows_the_rows(workflow_dir):
         ({"fdpo": {"balance": {"21": 1}}}, "21"),
         ({"roles": {"hallucinator": "nobody"}}, "roles.hallucinator: unknown model"),
         ({"rm_fact": {"mode": "reward_model"}}, "rm_fact.mode"),
+        ({"dpo": {"allow_empty_pairs": False}}, "needs dpo.allow_empty_pairs"),
     ],
 )
 def test_bad_fdpo_config_fails_before_any_job(workflow_dir, edit, message):
@@ -103,6 +136,7 @@ def test_new_rules_run_on_the_tiny_model(workflow_dir, tiny_model):
     cfg["roles"]["hallucinator"] = "tiny"
     cfg.update({k: v for k, v in extra.items() if k != "roles"})
     cfg["fdpo"]["recipe"].update(max_steps=1, max_length=128)
+    cfg["fdpo"]["threshold"] = 0.5  # the hand-made scores 0.0 / 0.6 then fall in bucket 10
     cfg["fdpo"]["inversion"].update(max_new_tokens=8, max_rewrites=2)
     cfg["reward_model"]["recipe"].update(max_steps=1, global_batch_size=2,
                                          per_device_train_batch_size=2, max_length=128)  # fmt: skip

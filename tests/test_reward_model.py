@@ -69,3 +69,46 @@ def test_kendall_tau_and_pairwise_agreement():
     got = rm_bt.agreement(ours, ref)
     # a: (0>1 right, 0>2 right, 2>1 wrong); b: the only pair ties in the reference
     assert got["pairs"] == 3 and abs(got["pairwise_accuracy"] - 2 / 3) < 1e-12
+
+
+def test_zero_pairs_fail_or_leave_the_reward_model_untrained(tmp_path):
+    """Every response of a prompt scored alike (e.g. a verifier that says True to everything):
+    no pairs. Without --allow-empty train_rm fails naming the file; with it the RM folder is an
+    untrained marker, rm_bt refuses it unless --allow-untrained, and then scores nothing."""
+    import pytest
+
+    samples, rm = tmp_path / "samples.jsonl", tmp_path / "rm_fact.jsonl"
+    samples.write_text("".join(json.dumps(s) + "\n" for s in SAMPLES))
+    tied = [{"id": s["id"], "scores": [1.0, 1.0, None]} for s in SAMPLES]
+    rm.write_text("".join(json.dumps(r) + "\n" for r in tied))
+    out, metrics = tmp_path / "RM_BT", tmp_path / "metrics.json"
+    args = ["--init", str(tmp_path / "never-loaded"), "--samples", str(samples), "--rm-fact",
+            str(rm), "--out", str(out), "--metrics", str(metrics)]  # fmt: skip
+    with pytest.raises(SystemExit, match=r"rm_fact.jsonl: zero RM_fact pairs \(8 prompts"):
+        train_rm.main(args)
+    assert not out.exists() and not metrics.exists()
+    res = train_rm.main([*args, "--allow-empty"])
+    saved = json.loads(metrics.read_text())
+    assert saved == res and saved["trained"] is False and saved["train_accuracy"] is None
+    assert saved["pairs"] == 0 and saved["prompts_scored"] == saved["prompts_all_tied"] == 8
+    assert [p.name for p in out.iterdir()] == ["train_summary.json"]
+    assert "8 of them all tied" in train_rm.untrained_reason(out)
+    scores, stats = tmp_path / "rm_bt.jsonl", tmp_path / "stats.json"
+    bt = ["--model", str(out), "--samples", str(samples), "--out", str(scores),
+          "--compare", str(rm), "--stats", str(stats)]  # fmt: skip
+    with pytest.raises(SystemExit, match="the reward model was not trained: zero RM_fact pairs"):
+        rm_bt.main(bt)
+    rm_bt.main([*bt, "--allow-untrained"])
+    recs = [json.loads(line) for line in scores.read_text().splitlines()]
+    assert len(recs) == 8 and all(r["scores"] == [None, None, None] for r in recs)
+    st = json.loads(stats.read_text())
+    assert st["trained"] is False and st["scored"] == 0 and st["responses_per_s"] is None
+    # flame.pairs then finds no fact pairs (and does not fail)
+    from flame import pairs
+
+    rm_if = tmp_path / "rm_if.jsonl"
+    rm_if.write_text("".join(json.dumps({"id": s["id"], "scores": [3.0, 1.0, 2.0]}) + "\n"
+                             for s in SAMPLES))  # fmt: skip
+    pairs.main(["--samples", str(samples), "--rm-if", str(rm_if), "--rm-fact", str(scores),
+                "--out-dir", str(tmp_path / "p"), "--counts", str(tmp_path / "c")])  # fmt: skip
+    assert (tmp_path / "p" / "pairs_DPO_fact.jsonl").read_text() == ""

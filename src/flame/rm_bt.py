@@ -77,19 +77,40 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=2048)
     ap.add_argument("--threads", type=int)
+    ap.add_argument(
+        "--allow-untrained",
+        action="store_true",
+        help="a reward model left untrained (zero pairs) gives null scores instead of failing",
+    )
     args = ap.parse_args(argv)
     setup_logging()
+    from flame.train_rm import untrained_reason
+
+    samples = [
+        s
+        for s in read_jsonl(args.samples, required=("id", "instruction", "responses"))
+        if s.get("fact_based")
+    ]
+    why = untrained_reason(args.model)
+    if why is not None:
+        if not args.allow_untrained:
+            raise SystemExit(f"error: {args.model}: the reward model was not trained: {why}")
+        log.warning("%s was not trained (%s): every response gets a null score", args.model, why)
+        nulls = [{"id": s["id"], "scores": [None] * len(s["responses"]),
+                  "n_facts": [None] * len(s["responses"])} for s in samples]  # fmt: skip
+        write_jsonl(args.out, nulls)
+        if args.stats:
+            n = sum(len(s["responses"]) for s in samples)
+            write_json(args.stats, {"trained": False, "skipped": why, "responses": n, "scored": 0,
+                                    "seconds": None, "responses_per_s": None,
+                                    "agreement_with_factscore": None})  # fmt: skip
+        return
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from flame.train_rm import score
     from flame.training import set_threads
 
     set_threads(args.threads)
-    samples = [
-        s
-        for s in read_jsonl(args.samples, required=("id", "instruction", "responses"))
-        if s.get("fact_based")
-    ]
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForSequenceClassification.from_pretrained(args.model)
     prompts = [s["instruction"] for s in samples for _ in s["responses"]]
@@ -105,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
         records.append({"id": s["id"], "scores": scores, "n_facts": [None] * n})
         k += n
     write_jsonl(args.out, records)
-    stats = {"responses": len(texts), "seconds": round(seconds, 3),
+    stats = {"trained": True, "responses": len(texts), "scored": len(texts),
+             "seconds": round(seconds, 3),
              "responses_per_s": len(texts) / seconds if seconds > 0 else None}  # fmt: skip
     if args.compare:
         ref = {r["id"]: r["scores"] for r in read_jsonl(args.compare, required=("id", "scores"))}

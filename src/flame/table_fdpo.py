@@ -11,6 +11,11 @@ table_rm.{csv,md}: SFT + DPO_fact with fact pairs chosen by FActScore vs by the 
 reward model (RM_BT), the RM's held-out pairwise accuracy, its agreement with FActScore on the
 policy's samples (pairwise accuracy, Kendall tau-b) and responses/s of both.
 
+With --models-dir, each row's `trained` column reads its checkpoint's train_summary.json: "yes",
+or "no pairs" for a DPO run that had zero preference pairs (allow_empty_pairs: the checkpoint is
+its init model unchanged, so its numbers are the init model's; a note says so). An untrained
+reward model (zero RM_fact pairs) is reported as such, with no accuracy or speed.
+
 Example:
     python -m flame.table_fdpo --eval-dir results/eval --rows SFT+FDPO_l0=0 SFT+FDPO_l2=2 \\
         --winrate results/eval/winrate_fdpo.json --counts results/fdpo/SFT/fdpo_counts.json \\
@@ -64,6 +69,23 @@ def fdpo_metrics(eval_dir: Path, model: str, below: float, win: dict | None) -> 
     return row
 
 
+def trained(models_dir: Path | None, model: str) -> str | None:
+    """ "yes", or "no pairs" for a checkpoint DPO left unchanged (zero pairs); None if unknown."""
+    path = models_dir / model / "train_summary.json" if models_dir else None
+    if path is None or not path.exists():
+        return None
+    summary = read_json(path)
+    return "no pairs" if summary.get("skipped") or not summary.get("global_step") else "yes"
+
+
+def untrained_note(rows: dict[str, dict]) -> list[str]:
+    names = [name for name, row in rows.items() if row.get("trained") == "no pairs"]
+    if not names:
+        return []
+    return [f"Not trained (zero preference pairs; the checkpoint is its init model unchanged, "
+            f"so its numbers are the init model's): {', '.join(names)}."]  # fmt: skip
+
+
 def cell(x) -> str:
     if x is None:
         return "-"
@@ -106,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--counts", type=Path, help="flame.fdpo bucket counts")
     ap.add_argument("--inversion", type=Path, help="flame.invert counts")
     ap.add_argument("--halluc-below", type=float, default=5.0)
+    ap.add_argument("--models-dir", type=Path, help="the rows' checkpoints (train_summary.json)")
     ap.add_argument("--rm-rows", nargs="*", default=[], help="MODEL=LABEL rows of table_rm")
     ap.add_argument("--rm-metrics", type=Path, help="flame.train_rm metrics")
     ap.add_argument("--rm-stats", type=Path, help="flame.rm_bt stats")
@@ -123,13 +146,15 @@ def main(argv: list[str] | None = None) -> None:
         for item in args.rows:
             model, _, lam = item.partition("=")
             row = fdpo_metrics(args.eval_dir, model, args.halluc_below, wins.get(model))
+            row["trained"] = trained(args.models_dir, model)
             rows[f"F-DPO λ={lam} ({model})"] = {"lambda": float(lam), **row}
         for name, rate in PAPER.items():
             rows[name] = {"halluc_rate": rate}
         below = f"{args.halluc_below:g}"
         notes = [
             f"factuality: FActScore x 10 per response; halluc_rate: share below {below}; "
-            f"win_rate: wins / non-tied judgments vs {args.baseline}."
+            f"win_rate: wins / non-tied judgments vs {args.baseline}.",
+            *untrained_note(rows),
         ]
         if args.counts:
             c = read_json(args.counts)
@@ -142,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"Hallucination inversion: {inv['rewrites']} rewrites, {inv['kept']} kept, "
                 f"{inv['discarded_total']} discarded {inv['discarded']}."
             )
-        cols = ["lambda", "factuality", "halluc_rate", "win_rate", "count",
+        cols = ["lambda", "trained", "factuality", "halluc_rate", "win_rate", "count",
                 "bio_fs", "af_fs", "fava_fs"]  # fmt: skip
         outputs["table_fdpo"] = render("F-DPO: λ sweep", rows, cols, notes)
     if args.rm_rows:
@@ -150,11 +175,12 @@ def main(argv: list[str] | None = None) -> None:
         for k, item in enumerate(args.rm_rows):
             model, _, label = item.partition("=")
             rows[label] = fdpo_metrics(args.eval_dir, model, args.halluc_below, None)
+            rows[label]["trained"] = trained(args.models_dir, model)
             if k < len(args.fact_pairs):
                 pairs = read_jsonl(args.fact_pairs[k])
                 rows[label]["fact_pairs"] = len(pairs)
                 chosen.append({p["id"]: (p["chosen"], p["rejected"]) for p in pairs})
-        notes = []
+        notes = untrained_note(rows)
         if len(chosen) == 2:
             same = sum(chosen[1].get(i) == cr for i, cr in chosen[0].items())
             notes.append(
@@ -163,10 +189,15 @@ def main(argv: list[str] | None = None) -> None:
             )
         if args.rm_metrics:
             m = read_json(args.rm_metrics)
-            notes.append(f"RM_BT: {m['train_pairs']} training / {m['heldout_pairs']} held-out "
-                         f"pairs; pairwise accuracy vs RM_fact {cell(m['train_accuracy'])} "
-                         f"(train), {cell(m['heldout_accuracy'])} (held out).")  # fmt: skip
-        if args.rm_stats:
+            if m.get("trained") is False:
+                notes.append(f"RM_BT: not trained: {m.get('skipped')}.")
+            else:
+                notes.append(f"RM_BT: {m['train_pairs']} training / {m['heldout_pairs']} held-out "
+                             f"pairs; pairwise accuracy vs RM_fact {cell(m['train_accuracy'])} "
+                             f"(train), {cell(m['heldout_accuracy'])} (held out).")  # fmt: skip
+        if args.rm_stats and read_json(args.rm_stats).get("trained") is False:
+            notes.append("RM_BT scored no responses (untrained): no speed or agreement to report.")
+        elif args.rm_stats:
             s = read_json(args.rm_stats)
             a = s.get("agreement_with_factscore") or {}
             fs_s = bench_seconds(args.factscore_benchmark)
@@ -177,7 +208,8 @@ def main(argv: list[str] | None = None) -> None:
                          f"loading included); agreement: pairwise accuracy "
                          f"{cell(a.get('pairwise_accuracy'))} over {a.get('pairs')} pairs, "
                          f"Kendall tau-b {cell(a.get('kendall_tau_b'))}.")  # fmt: skip
-        cols = ["fact_pairs", "factuality", "halluc_rate", "count", "bio_fs", "af_fs", "fava_fs"]
+        cols = ["fact_pairs", "trained", "factuality", "halluc_rate", "count",
+                "bio_fs", "af_fs", "fava_fs"]  # fmt: skip
         outputs["table_rm"] = render("Fact pairs by FActScore vs by RM_BT", rows, cols, notes)
     for name, (text_csv, text_md) in outputs.items():
         write_text(args.out_dir / f"{name}.csv", text_csv)

@@ -109,14 +109,15 @@ def _classes():
     return FDPOTrainer, FDPOCollator
 
 
-def trainer_factory(lam: float, quantize: str | None = None):
-    """What flame.train_dpo.build_trainer calls in place of DPOTrainer."""
+def trainer_factory(lam: float, quantize: str | None = None, cuda: bool | None = None):
+    """What flame.train_dpo.build_trainer calls in place of DPOTrainer. `cuda` (default: whether
+    torch sees a GPU) decides whether nf4 loads the policy in 4 bits or falls back to LoRA."""
     trainer_cls, _ = _classes()
     kwargs: dict[str, Any] = {"lam": lam}
     if quantize == "nf4":
         import torch
 
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() if cuda is None else cuda:
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -124,6 +125,9 @@ def trainer_factory(lam: float, quantize: str | None = None):
                 bnb_4bit_quant_type="nf4",
                 bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=torch.bfloat16,
+                # bf16 storage: what PEFT's QLoRA + DeepSpeed ZeRO-3 recipe needs to shard the
+                # 4-bit weights (harmless on one GPU)
+                bnb_4bit_quant_storage=torch.bfloat16,
             )
             log.info("QLoRA: the policy is loaded in 4-bit NF4 (bitsandbytes)")
         else:

@@ -11,6 +11,10 @@ LoRA is not offered here: the whole model and its head are trained.
 
 Output: the reward model folder (atomic, with train_summary.json and the flame fingerprint) and
 --metrics: pairwise accuracy against RM_fact's order on the training and the held-out pairs.
+With zero training pairs (every response of a prompt got the same RM_fact) the run fails, or,
+with --allow-empty, writes an untrained marker: the folder holds only train_summary.json
+({"trained": false, "skipped": why}), the metrics say the same, and flame.rm_bt --allow-untrained
+then scores nothing (no numbers are made up).
 
 Example:
     python -m flame.train_rm --init results/models/sft/SFT \\
@@ -23,13 +27,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
 from flame import training
 from flame.cli import run
-from flame.io import read_jsonl, setup_logging, write_json
+from flame.io import read_json, read_jsonl, setup_logging, write_json
 
 log = logging.getLogger("flame.train_rm")
 
@@ -61,6 +67,46 @@ def fact_pairs(samples, rm_fact, how="all", min_gap=0.0) -> list[dict]:
                               "prompt": s["instruction"], "chosen": s["responses"][a],
                               "rejected": s["responses"][b], "gap": sa - sb})  # fmt: skip
     return pairs
+
+
+def tie_report(samples, rm_fact) -> dict[str, int]:
+    """How many prompts have two or more RM_fact scores, and how many of those all tie."""
+    scored = tied = 0
+    for s in samples:
+        known = [sc for sc in rm_fact.get(s["id"]) or [] if sc is not None]
+        if len(known) >= 2:
+            scored += 1
+            tied += len(set(known)) == 1
+    return {"prompts_scored": scored, "prompts_all_tied": tied}
+
+
+def untrained_reason(model_dir: str | Path) -> str | None:
+    """Why a reward model folder holds no trained model (flame.train_rm --allow-empty), or None."""
+    summary = Path(model_dir) / "train_summary.json"
+    if not summary.exists():
+        return None
+    info = read_json(summary)
+    if info.get("step") == "reward_model" and info.get("trained") is False:
+        return str(info.get("skipped", "not trained"))
+    return None
+
+
+def write_untrained(out: Path, metrics_path: str, metrics: dict, why: str, init: str) -> dict:
+    """The empty-pairs outcome: a folder with only the summary (atomic), and the metrics."""
+    metrics = {**metrics, "trained": False, "skipped": why,
+               "train_accuracy": None, "heldout_accuracy": None, "train_loss": None}  # fmt: skip
+    if int(os.environ.get("RANK", "0")) != 0:  # under a launcher, the main process alone writes
+        return metrics
+    log.warning("%s: no reward model trained: %s", out, why)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write_json(tmp / "train_summary.json",
+               {"step": "reward_model", "init": init, "examples": 0, **metrics})  # fmt: skip
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    write_json(metrics_path, metrics)
+    return metrics
 
 
 def split(pairs: list[dict], heldout: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -139,6 +185,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--min-gap", type=float, default=0.0)
     ap.add_argument("--margin-scale", type=float, default=0.0, help="margin = scale x RM_fact gap")
     ap.add_argument("--heldout", type=float, default=0.2, help="share of prompts held out")
+    ap.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="with zero training pairs, write an untrained marker instead of failing",
+    )
     args = ap.parse_args(argv)
     setup_logging(args.log_level)
     if len(args.samples) != len(args.rm_fact):
@@ -146,15 +197,30 @@ def main(argv: list[str] | None = None) -> dict:
     recipe = training.load_recipe(RECIPE, args.recipe, args.set)
     if recipe["use_lora"]:
         raise SystemExit("error: recipe key use_lora: the reward model trains the whole model")
-    pairs = []
+    pairs, ties = [], {"prompts_scored": 0, "prompts_all_tied": 0}
     for sp, rp in zip(args.samples, args.rm_fact, strict=True):
         samples = read_jsonl(sp, required=("id", "instruction", "responses"))
         rm = {r["id"]: r["scores"] for r in read_jsonl(rp, required=("id", "scores"))}
         pairs += fact_pairs(samples, rm, args.pairs, args.min_gap)
+        for k, v in tie_report(samples, rm).items():
+            ties[k] += v
     train, held = split(pairs, args.heldout, recipe["seed"])
-    log.info("%d fact pairs: %d for training, %d held out", len(pairs), len(train), len(held))
+    log.info("%d fact pairs: %d for training, %d held out (%s)", len(pairs), len(train),
+             len(held), ties)  # fmt: skip
+    counts = {"pairs": len(pairs), "train_pairs": len(train), "heldout_pairs": len(held), **ties,
+              "pair_selection": args.pairs, "min_gap": args.min_gap,
+              "margin_scale": args.margin_scale,
+              "center_rewards_coefficient": recipe["center_rewards_coefficient"]}  # fmt: skip
     if not train:
-        raise SystemExit(f"error: {', '.join(args.rm_fact)}: no RM_fact pairs to train on")
+        why = (
+            f"zero RM_fact pairs ({ties['prompts_scored']} prompts with 2+ scored "
+            f"responses, {ties['prompts_all_tied']} of them all tied; min_gap {args.min_gap})"
+        )
+        if not ties["prompts_scored"]:
+            why += "; RM_fact scores only prompts classified fact-based"
+        if not args.allow_empty:
+            raise SystemExit(f"error: {', '.join(args.rm_fact)}: {why}: nothing to train on")
+        return write_untrained(Path(args.out), args.metrics, counts, why, args.init)
     training.set_threads(args.threads)
     from datasets import Dataset
     from transformers import AutoTokenizer
@@ -170,7 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
     trainer = RewardTrainer(
         model=args.init, args=config, train_dataset=data, processing_class=tokenizer
     )
-    summary = {"step": "reward_model", "data": args.rm_fact, "examples": len(train),
+    summary = {"step": "reward_model", "trained": True, "data": args.rm_fact,
+               "examples": len(train),
                "kept": len(trainer.train_dataset), "margin_scale": args.margin_scale}  # fmt: skip
     origin = f"flame.train_rm init={args.init} rm_fact={','.join(args.rm_fact)}"
     summary = training.train_and_save(trainer, args.init, paths, recipe, summary, origin)
@@ -178,15 +245,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     model = AutoModelForSequenceClassification.from_pretrained(paths.out)
     metrics = {
-        "pairs": len(pairs),
-        "train_pairs": len(train),
-        "heldout_pairs": len(held),
+        **counts,
+        "trained": True,
         "train_accuracy": accuracy(model, tokenizer, train, recipe["max_length"]),
         "heldout_accuracy": accuracy(model, tokenizer, held, recipe["max_length"]),
-        "pair_selection": args.pairs,
-        "min_gap": args.min_gap,
-        "margin_scale": args.margin_scale,
-        "center_rewards_coefficient": recipe["center_rewards_coefficient"],
         "train_loss": summary.get("train_loss"),
     }
     write_json(args.metrics, metrics)

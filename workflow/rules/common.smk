@@ -146,6 +146,11 @@ def check_fdpo_and_rm():
         raise ValueError(
             "config rm_fact.mode: fdpo and reward_model need FActScore's RM_fact (mode factscore)"
         )
+    if RM.get("allow_empty_pairs") and not config["dpo"].get("allow_empty_pairs"):
+        raise ValueError(
+            "config reward_model.allow_empty_pairs needs dpo.allow_empty_pairs: "
+            "an untrained reward model gives the RM_BT row zero pairs"
+        )
     if mode == "reward_model" and not config["rm_fact"].get("reward_model"):
         raise ValueError(
             "config rm_fact.mode reward_model: set rm_fact.reward_model to a reward model folder"

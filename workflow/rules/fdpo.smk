@@ -155,6 +155,7 @@ rule table_fdpo:
         winrate=rules.winrate_fdpo.output[0],
         counts=f"{R}/fdpo/{FDPO['policy']}/fdpo_counts.json",
         inversion=f"{R}/fdpo/{FDPO['policy']}/inversion_counts.json",
+        models=expand(f"{R}/models/dpo/{{m}}", m=FDPO_ROWS),
     output:
         **{
             ext: report(
@@ -173,6 +174,7 @@ rule table_fdpo:
         py=PY,
         eval_dir=lambda wc, input: Path(input.winrate).parent,
         out_dir=lambda wc, output: Path(output.csv).parent,
+        models_dir=lambda wc, input: Path(input.models[0]).parent,
         rows=" ".join(f"'{m}={lam:g}'" for m, lam in FDPO_ROWS.items()),
         baseline=FDPO_BASELINE,
         below=FDPO["halluc_below"],
@@ -180,4 +182,4 @@ rule table_fdpo:
         "{params.py} -m flame.table_fdpo --eval-dir {params.eval_dir}"
         " --out-dir {params.out_dir} --rows {params.rows} --baseline {params.baseline:q}"
         " --winrate {input.winrate} --counts {input.counts} --inversion {input.inversion}"
-        " --halluc-below {params.below} > {log} 2>&1"
+        " --halluc-below {params.below} --models-dir {params.models_dir} > {log} 2>&1"

@@ -32,12 +32,14 @@ if RM_ROWS:
             ),
             c=RM,
             seed=config["seed"],
+            allow_empty="--allow-empty" if RM.get("allow_empty_pairs") else "",
         shell:
             "{params.launcher} -m flame.train_rm --init {params.init} --samples {input.samples}"
             " --rm-fact {input.rm_fact} --out {output.model} --metrics {output.metrics}"
             " --pairs {params.c[pairs]} --min-gap {params.c[min_gap]}"
             " --margin-scale {params.c[margin_scale]} --heldout {params.c[heldout]}"
-            " {params.recipe} --set seed={params.seed} --threads {params.threads} > {log} 2>&1"
+            " {params.recipe} --set seed={params.seed} {params.allow_empty}"
+            " --threads {params.threads} > {log} 2>&1"
 
     rule rm_bt:
         input:
@@ -60,10 +62,11 @@ if RM_ROWS:
             gpu=1,
         params:
             py=PY,
+            allow_untrained=("--allow-untrained" if RM.get("allow_empty_pairs") else ""),
         shell:
             "{params.py} -m flame.rm_bt --model {input.model} --samples {input.samples}"
             " --out {output.scores} --compare {input.compare} --stats {output.stats}"
-            " --threads {threads} > {log} 2>&1"
+            " {params.allow_untrained} --threads {threads} > {log} 2>&1"
 
     rule pairs_rm_bt:
         input:
@@ -114,6 +117,7 @@ if RM_ROWS:
                 f"{R}/dpo/{RM['policy']}/pairs_DPO_fact.jsonl",
                 f"{R}/rm_bt/{RM['policy']}/pairs_DPO_fact.jsonl",
             ],
+            models=expand(f"{R}/models/dpo/{{m}}", m=RM_ROWS),
         output:
             **{
                 ext: report(
@@ -132,6 +136,7 @@ if RM_ROWS:
             py=PY,
             eval_dir=lambda wc, input: Path(input.factuality[0]).parent.parent,
             out_dir=lambda wc, output: Path(output.csv).parent,
+            models_dir=lambda wc, input: Path(input.models[0]).parent,
             rows=" ".join(f"'{m}={label}'" for m, label in RM_ROWS.items()),
             below=FDPO.get("halluc_below", 5),
         shell:
@@ -139,7 +144,7 @@ if RM_ROWS:
             " --out-dir {params.out_dir} --rm-rows {params.rows}"
             " --rm-metrics {input.metrics} --rm-stats {input.stats}"
             " --factscore-benchmark {input.factscore} --fact-pairs {input.pairs}"
-            " --halluc-below {params.below}"
+            " --halluc-below {params.below} --models-dir {params.models_dir}"
             " > {log} 2>&1"
 
 
