@@ -29,8 +29,9 @@ PAGES = {
     "Bram Olde": "Bram Olde was a Dutch painter of the Golden Age. He was born in 1620 in Leiden "
     "and died in 1688. He painted three portraits of Maria Teunis. His works are kept in the "
     "Rijksmuseum in Amsterdam.",
-    "Ceto River": "The Ceto River is a river in northern Italy that is 240 km long. It rises in the "
-    "Alps near Lake Orta. The river was bridged by the Romans in 120 BC. Five cities lie on its "
+    "Ceto River": "The Ceto River is a river in northern Italy that is 240 km long. It rises in "
+    "the Alps near Lake Orta. The river was bridged by the Romans in 120 BC. Five cities lie on "
+    "its "
     "banks, including Vercelli.",
     "Dara Quill": "Dara Quill is an Irish novelist who has written seven novels. Her first book, "
     "Salt Roads, was published in 1999. She lives in Galway with her husband Tom Reyes. She "
@@ -153,8 +154,8 @@ def test_train_verifier_on_a_tiny_model(kb, tiny_model, tmp_path):
     assert (out / "flame_fingerprint.json").exists() and not out.with_name("verifier.tmp").exists()
     assert len((out / "examples.jsonl").read_text().splitlines()) == 24
     lm = load_lm({"source": str(out), "backend": "transformers", "dtype": "float32"})
-    supported, margins, _ = verify([json.loads(line)["prompt"] for line in
-                                    (out / "examples.jsonl").read_text().splitlines()[:4]], lm)  # fmt: skip
+    lines = (out / "examples.jsonl").read_text().splitlines()[:4]
+    supported, margins, _ = verify([json.loads(line)["prompt"] for line in lines], lm)
     assert len(supported) == 4 and all(m is not None for m in margins)
 
 
@@ -193,3 +194,24 @@ def test_workflow_trains_the_verifier_only_when_a_role_names_it(workflow_dir):
     res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1"],
                          cwd=workflow_dir, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert res.returncode != 0 and "only meaningful for fact_verifier" in res.stderr + res.stdout
+
+
+def test_training_margins_are_the_scorers_margins(kb, tiny_model):
+    """Training optimises exactly what the scorer reads: the shared-prefix batch gives the
+    margins flame.factscore.verify gives for the same prompts (fp32)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from flame.factscore.verify import verify
+    from flame.lm import load_lm
+    from flame.train_verifier import margins, option_ids
+
+    examples = make_examples(kb, list(PAGES), 10, KINDS, k=2, passage_chars=300, seed=1)
+    prompts = [e["prompt"] for e in examples]
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    with torch.inference_mode():
+        ours = margins(model, tok, prompts, option_ids(tok), bf16=False).tolist()
+    lm = load_lm({"source": str(tiny_model), "backend": "transformers", "dtype": "float32"})
+    _, theirs, _ = verify(prompts, lm)
+    assert ours == pytest.approx(theirs, abs=1e-4)

@@ -51,18 +51,63 @@ def option_ids(tokenizer) -> tuple[list[int], list[int]]:
 
 
 def margins(model, tokenizer, prompts: list[str], ids: tuple, bf16: bool):
-    """logP(True) - logP(False) at each prompt's end (a left-padded batch); a tensor with grad
-    when the model is training."""
+    """logP(True) - logP(False) at each prompt's end; a tensor with grad when training.
+    Prompts sharing a token prefix (a page's claims share their passages) run it once, laid
+    out as the scorer's shared-prefix path lays them out (flame.lm.hf: prefix, left padding,
+    suffix), so a context costs one pass however many claims it has."""
     import torch
 
-    tokenizer.padding_side = "left"
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    enc = {k: v.to(model.device) for k, v in enc.items()}
-    pos = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = model(**enc, position_ids=pos, logits_to_keep=1).logits[:, -1, :].float()
-    logp = logits.log_softmax(-1)
-    return logp[:, ids[0]].logsumexp(-1) - logp[:, ids[1]].logsumexp(-1)
+    from flame.lm.hf import prefix_groups
+
+    toks = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+    groups = [(plen or len(toks[m[0]]) - 1, m) for plen, m in prefix_groups(toks, 16)]
+    pad, dev = tokenizer.pad_token_id, model.device
+    pmax = max(plen for plen, _ in groups)
+    pre = torch.full((len(groups), pmax), pad)
+    pmask = torch.zeros((len(groups), pmax), dtype=torch.long)
+    ppos = torch.zeros((len(groups), pmax), dtype=torch.long)
+    owner, rows, suffixes = [], [], []
+    for g, (plen, members) in enumerate(groups):
+        pre[g, pmax - plen :] = torch.tensor(toks[members[0]][:plen])
+        pmask[g, pmax - plen :] = 1
+        ppos[g, pmax - plen :] = torch.arange(plen)
+        for i in members:
+            owner.append(g)
+            rows.append(i)
+            suffixes.append(toks[i][plen:])
+    width = max(len(x) for x in suffixes)
+    inp = torch.full((len(suffixes), width), pad)
+    smask = torch.zeros((len(suffixes), width), dtype=torch.long)
+    pos = torch.zeros((len(suffixes), width), dtype=torch.long)
+    for r, (suffix, g) in enumerate(zip(suffixes, owner, strict=True)):
+        plen, n = groups[g][0], len(suffix)
+        inp[r, width - n :] = torch.tensor(suffix)
+        smask[r, width - n :] = 1
+        pos[r, width - n :] = torch.arange(plen, plen + n)
+    index = torch.tensor(owner, device=dev)
+    mask = torch.cat([pmask.to(dev)[index], smask.to(dev)], dim=1)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        cache = model(
+            input_ids=pre.to(dev),
+            attention_mask=pmask.to(dev),
+            position_ids=ppos.to(dev),
+            use_cache=True,
+            logits_to_keep=1,
+        ).past_key_values
+        cache.batch_select_indices(index)  # each row gets its group's prefix
+        logits = model(
+            input_ids=inp.to(dev),
+            attention_mask=mask,
+            position_ids=pos.to(dev),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits
+    logp = logits[:, -1, :].float().log_softmax(-1)
+    m = logp[:, ids[0]].logsumexp(-1) - logp[:, ids[1]].logsumexp(-1)
+    back = torch.empty(len(rows), dtype=torch.long, device=dev)
+    back[torch.tensor(rows, device=dev)] = torch.arange(len(rows), device=dev)
+    return m[back]
 
 
 def freeze_below(model, train_layers: int) -> int:
@@ -189,15 +234,18 @@ def main(argv: list[str] | None = None) -> dict:
         frac = (step - warmup) / max(1, args.steps - warmup)
         return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
+    blocks: dict[str, list[int]] = {}  # a page visit's claims stay together: one shared context
+    for i, e in enumerate(examples):
+        blocks.setdefault(e["prompt"].split("\n\nInput:")[0], []).append(i)
     order: list[int] = []
     history = []
     model.train()
     t_train = time.time()
     for step in range(args.steps):
         while len(order) < args.batch_size:
-            more = list(range(len(examples)))
+            more = list(blocks.values())
             rng.shuffle(more)
-            order += more
+            order += [i for block in more for i in block]
         batch = [examples[i] for i in order[: args.batch_size]]
         del order[: args.batch_size]
         for g in opt.param_groups:

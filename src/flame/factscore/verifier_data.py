@@ -169,11 +169,14 @@ def make_examples(
     k: int = 2,
     passage_chars: int | None = 300,
     seed: int = 0,
+    per_page: int = 3,
 ) -> list[dict]:
     """About ``n`` balanced examples from the pages ``titles``: half verbatim positives, half
-    negatives spread over ``kinds``. Each: {prompt, label (bool), kind, title, claim, sentence}.
-    The context is the page's passage, with up to k-1 passages of other pages (retrieved with
-    the sentence) as distractors; ``absent`` negatives show other pages' passages only."""
+    negatives spread over ``kinds`` (the rarest kind that applies to the sentence), from up to
+    ``per_page`` sentences per page visit, consecutive in the output and sharing one context.
+    Each: {prompt, label (bool), kind, title, claim, sentence}. The context is the page's
+    passage, with up to k-1 passages of other pages (retrieved with its first sentence) as
+    distractors; ``absent`` negatives show the other pages' passages only."""
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ValueError(f"unknown corruption kinds {sorted(unknown)} (one of {', '.join(KINDS)})")
@@ -187,28 +190,31 @@ def make_examples(
     counts = dict.fromkeys(kinds, 0)
     while len(out) < n:
         title, passage, sents = rng.choice(pages)
-        sentence = rng.choice(sents)
-        others = [h for h in kb.search(sentence, k + 2) if h["title"].lower() != title.lower()]
+        # one context per page visit, shared by its claims (the scorer shares it the same way,
+        # and training runs it once: flame.train_verifier)
         topic = title if rng.random() < 0.5 else None
+        first = sents[0]
+        others = [h for h in kb.search(first, k + 2) if h["title"].lower() != title.lower()]
         own = [passage, *others[: rng.randint(0, k - 1)]]
         rng.shuffle(own)
-        pool = [d for d in donors if d not in names(sentence)]
-        made = {}  # kind -> (claim, passages) for every kind that applies to this sentence
-        for kind in kinds:
-            if kind == "absent":
-                if others:
-                    made[kind] = (sentence, others[:k])
-            else:
-                bad = corrupt(sentence, kind, rng, pool)
-                if bad and bad != sentence:
-                    made[kind] = (bad, own)
-        if not made:
-            continue
-        kind = min(made, key=lambda x: (counts[x], rng.random()))  # the rarest so far
-        counts[kind] += 1
-        claim, ctx = made[kind]
-        out.append(_example(topic, sentence, own, True, "true", title, sentence, passage_chars))
-        out.append(_example(topic, claim, ctx, False, kind, title, sentence, passage_chars))
+        for sentence in rng.sample(sents, min(per_page, len(sents))):
+            pool = [d for d in donors if d not in names(sentence)]
+            made = {}  # kind -> (claim, passages) for every kind that applies to this sentence
+            for kind in kinds:
+                if kind == "absent":
+                    if others:
+                        made[kind] = (sentence, others[:k])
+                else:
+                    bad = corrupt(sentence, kind, rng, pool)
+                    if bad and bad != sentence:
+                        made[kind] = (bad, own)
+            if not made:
+                continue
+            kind = min(made, key=lambda x: (counts[x], rng.random()))  # the rarest so far
+            counts[kind] += 1
+            claim, ctx = made[kind]
+            out.append(_example(topic, sentence, own, True, "true", title, sentence, passage_chars))
+            out.append(_example(topic, claim, ctx, False, kind, title, sentence, passage_chars))
     return out[:n]
 
 
