@@ -171,6 +171,7 @@ def test_freeze_below_trains_only_the_last_blocks(tiny_model):
     assert n == sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+@pytest.mark.slow
 def test_workflow_trains_the_verifier_only_when_a_role_names_it(workflow_dir):
     def plan(role):
         cfg = yaml.safe_load((workflow_dir / "config.yaml").read_text())
