@@ -20,7 +20,7 @@ can then name it (``roles.fact_verifier: verifier`` in the workflow).
 Example:
     python -m flame.train_verifier --init results/models/base/smollm2 \\
         --knowledge results/knowledge/index --out results/models/verifier \\
-        --n-pages 400 --n-examples 320 --steps 40 --batch-size 8 --lr 1e-4 --threads 2
+        --n-pages 400 --n-examples 360 --steps 30 --batch-size 12 --lr 1e-3 --threads 2
 """
 
 from __future__ import annotations
@@ -157,14 +157,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--knowledge", required=True, help="built knowledge folder")
     ap.add_argument("--out", required=True)
     ap.add_argument("--n-pages", type=int, default=400, help="train pages drawn (0: all)")
-    ap.add_argument("--n-examples", type=int, default=320)
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--n-examples", type=int, default=360)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batch-size", type=int, default=12)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--kinds", default=",".join(KINDS), help="negative kinds, comma-separated")
     ap.add_argument("--k", type=int, default=2, help="passages per prompt (at most)")
     ap.add_argument("--passage-chars", type=int, default=300)
-    ap.add_argument("--train-layers", type=int, default=8, help="last blocks trained (0: all)")
+    ap.add_argument("--train-layers", type=int, default=4, help="last blocks trained (0: all)")
     ap.add_argument("--held-out", type=float, default=0.2, help="share of pages held out")
     ap.add_argument("--eval-examples", type=int, default=0, help="held-out examples scored")
     ap.add_argument("--bf16", choices=["auto", "yes", "no"], default="auto")
