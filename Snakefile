@@ -33,6 +33,7 @@ wildcard_constraints:
 include: "workflow/rules/models.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/knowledge.smk"
+include: "workflow/rules/verifier.smk"
 include: "workflow/rules/classify.smk"
 include: "workflow/rules/sft.smk"
 include: "workflow/rules/rewards.smk"

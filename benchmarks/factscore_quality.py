@@ -1,105 +1,191 @@
-"""FActScore quality on real data: responses made of real Wikipedia summary sentences (every
-fact supported) against copies with one fact corrupted (a year shifted or a nationality swapped).
+"""FActScore quality on real data, verifiers side by side: responses made of real Wikipedia
+summary sentences (every fact supported) against copies with one sentence corrupted, on pages
+HELD OUT from the trained verifier's training (the seeded split of flame.factscore.verifier_data).
 
-Reports, per setting: per-sentence verification accuracy (each sentence is one fact; the
-corrupted sentence should be judged false, the others true) and the FActScore gap between the
-true and corrupted sets with atomic facts. Settings differ in retrieval mode, passages and the
-verifier (any model spec, e.g. a stronger local model or an OpenAI-compatible server):
+Each response is 3 consecutive sentences of a held-out page. For every corruption kind (year,
+number, entity, negation, nationality: exactly one span of one sentence changed; absent: the
+true text scored against ANOTHER held-out page, so no sentence is supported) a corrupted copy
+is made where the kind applies. Reported per verifier, setting and kind:
+  - per-claim accuracy (sentence unit, each sentence one claim): balanced over the changed
+    sentences, true in the true text and false in the corrupted one (absent: every sentence);
+  - FActScore (no length penalty) of the true and the corrupted texts and their gap, with
+    sentences as claims and, with --atomic, with atomic facts from the decomposer.
 
-    .venv/bin/python benchmarks/factscore_quality.py [--verifier SPEC] [--n 24]
+    .venv/bin/python benchmarks/factscore_quality.py \\
+        --verifiers results/models/base/smollm2 results/models/verifier [--n 24] [--atomic]
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
+import random
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import corrupt, knowledge_base, people_responses, print_machine  # noqa: E402
+from common import knowledge_base, print_machine  # noqa: E402
 
-SETTINGS = [  # (label, retrieval, k, passage chars)
-    ("topic page, 1 passage", "topic", 1, 600),
-    ("open retrieval, 3 passages", "open", 3, 400),
+SETTINGS = [  # (label, retrieval, k, passage chars): the embedded default's evaluation / RM_fact
+    ("topic page, 2 passages, 300 chars", "topic", 2, 300),
+    ("open retrieval, 2 passages, 300 chars", "open", 2, 300),
 ]
+
+
+def make_texts(kb, n: int, seed: int, held_out: float, passage_chars: int):
+    """(true items, {kind: [(corrupted item, index of the changed sentence or None)]})."""
+    from flame.factscore.verifier_data import (
+        SPAN_KINDS,
+        corrupt,
+        names,
+        page_sentences,
+        split_pages,
+    )
+
+    rng = random.Random(seed)
+    _, held = split_pages([p["title"] for p in kb.passages], held_out, seed)
+    rng.shuffle(held)
+    items = []
+    for title in held:
+        _, sents = page_sentences(kb, title, passage_chars)
+        if len(sents) >= 3:
+            items.append(
+                {
+                    "id": title,
+                    "topic": title,
+                    "prompt": f"Tell me about {title}.",
+                    "sentences": sents[:3],
+                    "response": " ".join(sents[:3]),
+                }
+            )
+        if len(items) == n:
+            break
+    donors = sorted({x for it in items for s in it["sentences"] for x in names(s)})
+    bad: dict[str, list] = {k: [] for k in (*SPAN_KINDS, "absent")}
+    for i, it in enumerate(items):
+        for kind in SPAN_KINDS:
+            for j in rng.sample(range(3), 3):
+                s = it["sentences"][j]
+                changed = corrupt(s, kind, rng, [d for d in donors if d not in names(s)])
+                if changed and changed != s:
+                    sents = list(it["sentences"])
+                    sents[j] = changed
+                    bad[kind].append(({**it, "response": " ".join(sents)}, j))
+                    break
+        other = items[(i + 1) % len(items)]["topic"]  # the text, checked against another page
+        bad["absent"].append(({**it, "topic": other, "prompt": f"Tell me about {other}."}, None))
+    return items, bad
+
+
+def evaluate(scorer_for, items, bad, unit: str = "sentence") -> dict:
+    """Per kind: FActScore of the true and corrupted texts and the gap; with sentence units
+    also the per-claim accuracy (claim i of a text is its sentence i)."""
+    strip = lambda its: [{x: v for x, v in it.items() if x != "sentences"} for it in its]  # noqa: E731
+    from flame.factscore import aggregate
+
+    good = {r["id"]: r for r in scorer_for(unit).score(strip(items))}
+    out = {}
+    for kind, pairs in bad.items():
+        if not pairs:
+            continue
+        res = scorer_for(unit).score(strip([p for p, _ in pairs]))
+        right, total = 0, 2 * (unit != "sentence")
+        for r, (_, j) in zip(res, pairs, strict=True):
+            if unit != "sentence":
+                break
+            g = good[r["id"]]["facts"]
+            idx = range(len(r["facts"])) if j is None else [j]
+            for i in idx:
+                right += g[i]["supported"] + (not r["facts"][i]["supported"])
+                total += 2
+        fs_true = aggregate([good[p["id"]] for p, _ in pairs], gamma=0)["factscore"]
+        fs_bad = aggregate(res, gamma=0)["factscore"]
+        out[kind] = {
+            "n": len(pairs),
+            "claim_accuracy": right / total,
+            "factscore_true": fs_true,
+            "factscore_corrupted": fs_bad,
+            "gap": fs_true - fs_bad,
+        }
+    kinds = list(out.values())
+    out["all"] = {
+        "n": sum(k["n"] for k in kinds),
+        "claim_accuracy": sum(k["claim_accuracy"] * k["n"] for k in kinds)
+        / sum(k["n"] for k in kinds),
+        "gap": sum(k["gap"] * k["n"] for k in kinds) / sum(k["n"] for k in kinds),
+    }
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--verifier", default="results/models/base/smollm2", help="model spec")
+    ap.add_argument(
+        "--verifiers",
+        nargs="+",
+        help="model specs, compared side by side",
+        default=["results/models/base/smollm2", "results/models/verifier"],
+    )
     ap.add_argument("--decomposer", default="results/models/base/smollm2", help="model spec")
     ap.add_argument("--knowledge", type=Path, default=None)
-    ap.add_argument("--n", type=int, default=24)
+    ap.add_argument("--n", type=int, default=24, help="held-out pages (true texts)")
+    ap.add_argument("--atomic", action="store_true", help="also FActScore with atomic facts")
+    ap.add_argument("--seed", type=int, default=0, help="the verifier's split seed")
+    ap.add_argument("--held-out", type=float, default=0.2, help="the verifier's held-out share")
     ap.add_argument("--cache", default=None)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     print_machine()
 
-    from flame.factscore import FactScorer, aggregate
+    from flame.factscore import FactScorer
     from flame.io import json_arg
     from flame.lm import load_lm
 
     kb = knowledge_base(args.knowledge)
-    true_items, bad_items, bad_index = [], [], []
-    for k, it in enumerate(people_responses(kb, args.n * 2)):
-        for j, s in enumerate(it["sentences"]):
-            changed = corrupt(s, k)
-            if changed:
-                sents = list(it["sentences"])
-                sents[j] = changed
-                true_items.append({**it, "sentences": it["sentences"]})
-                bad_items.append({**it, "response": " ".join(sents), "sentences": sents})
-                bad_index.append(j)
-                break
-        if len(true_items) == args.n:
-            break
-    verifier = load_lm(json_arg(args.verifier), cache=args.cache, threads=args.threads)
-    decomposer = (
-        verifier
-        if args.decomposer == args.verifier
-        else load_lm(json_arg(args.decomposer), cache=args.cache, threads=args.threads)
+    items, bad = make_texts(kb, args.n, args.seed, args.held_out, SETTINGS[0][3])
+    print(
+        f"{len(items)} held-out pages; corrupted texts per kind: "
+        + ", ".join(f"{k} {len(v)}" for k, v in bad.items())
     )
-    print(f"{len(true_items)} people; verifier {verifier.fingerprint}")
+    decomposer = load_lm(json_arg(args.decomposer), cache=args.cache, threads=args.threads)
     report = {}
+    for spec in args.verifiers:
+        verifier = load_lm(json_arg(spec), cache=args.cache, threads=args.threads)
+        print(f"\nverifier {spec} ({verifier.fingerprint})")
+        for label, retrieval, k, chars in SETTINGS:
 
-    def strip(items):
-        return [{x: v for x, v in it.items() if x != "sentences"} for it in items]
+            def scorer_for(unit, retrieval=retrieval, k=k, chars=chars, verifier=verifier):
+                return FactScorer(
+                    decomposer,
+                    verifier,
+                    kb,
+                    unit=unit,
+                    retrieval=retrieval,
+                    k=k,
+                    n_fixed=3,
+                    n_bm25=0,
+                    passage_chars=chars,
+                    max_fact_tokens=32,
+                )
 
-    for label, retrieval, k, chars in SETTINGS:
-        scorer = functools.partial(
-            FactScorer, decomposer, verifier, kb, retrieval=retrieval, k=k, n_fixed=3, n_bm25=1,
-            passage_chars=chars, max_fact_tokens=48,
-        )  # fmt: skip
-        good = scorer(unit="sentence").score(strip(true_items))
-        bad = scorer(unit="sentence").score(strip(bad_items))
-        right = total = 0
-        for r in good:
-            right += sum(f["supported"] for f in r["facts"])
-            total += len(r["facts"])
-        corrupted_right = 0
-        for r, j in zip(bad, bad_index, strict=True):
-            for i, f in enumerate(r["facts"]):
-                ok = (not f["supported"]) if i == j else f["supported"]
-                right += ok
-                total += 1
-                corrupted_right += ok and i == j
-        fs_true = aggregate(scorer(unit="atomic").score(strip(true_items)), gamma=0)["factscore"]
-        fs_bad = aggregate(scorer(unit="atomic").score(strip(bad_items)), gamma=0)["factscore"]
-        report[label] = {
-            "per_fact_accuracy": right / total,
-            "corrupted_facts_caught": corrupted_right / len(bad),
-            "factscore_true": fs_true, "factscore_corrupted": fs_bad,
-            "factscore_gap": fs_true - fs_bad,
-        }  # fmt: skip
-        print(
-            f"  {label:28s} accuracy {right / total:.3f}; corrupted caught "
-            f"{corrupted_right}/{len(bad)}; FActScore true {fs_true:.3f} vs corrupted "
-            f"{fs_bad:.3f} (gap {fs_true - fs_bad:+.3f})"
-        )
+            res = evaluate(scorer_for, items, bad)
+            if args.atomic:
+                atomic = evaluate(scorer_for, items, bad, unit="atomic")
+                res["atomic"] = {kind: r["gap"] for kind, r in atomic.items()}
+            report[f"{spec} | {label}"] = res
+            print(f"  {label}")
+            for kind, r in res.items():
+                if kind != "atomic":
+                    print(
+                        f"    {kind:12s} n {r['n']:3d}  claim accuracy {r['claim_accuracy']:.3f}"
+                        f"  FActScore gap {100 * r['gap']:+5.1f} points"
+                    )
+            if args.atomic:
+                print(
+                    "    atomic facts, FActScore gap: "
+                    + ", ".join(f"{kind} {100 * g:+.1f}" for kind, g in res["atomic"].items())
+                )
     print(json.dumps(report, indent=1))
 
 

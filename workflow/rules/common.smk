@@ -106,7 +106,10 @@ TABLES += expand(
 )
 
 
-SPECIAL_ROLES = {"policy", *SFT_VARIANTS}
+SPECIAL_ROLES = {"policy", "verifier", *SFT_VARIANTS}
+# roles.fact_verifier: verifier = the verifier trained on the knowledge source (verifier.smk)
+VERIFIER = config.get("verifier", {})
+VERIFIER_PATH = f"{R}/models/verifier"
 
 
 def check_roles():
@@ -119,6 +122,11 @@ def check_roles():
             raise ValueError(
                 f"config roles.{role}: 'policy' is only meaningful for if_judge"
             )
+        if value == "verifier" and role != "fact_verifier":
+            raise ValueError(
+                f"config roles.{role}: 'verifier' (the trained fact verifier) is only "
+                "meaningful for fact_verifier"
+            )
         if value in SFT_VARIANTS and role in ("pretrained", "sft_init"):
             raise ValueError(
                 f"config roles.{role}: cannot be a model the workflow trains ({value})"
@@ -126,7 +134,7 @@ def check_roles():
         if value not in names and value not in SPECIAL_ROLES:
             raise ValueError(
                 f"config roles.{role}: unknown model {value!r}; "
-                f"configured models: {', '.join(sorted(names))} (or SFT, policy)"
+                f"configured models: {', '.join(sorted(names))} (or SFT, policy, verifier)"
             )
     init = config["models"][config["roles"]["sft_init"]]
     if init["backend"] == "openai":
@@ -174,6 +182,8 @@ def resolve(value, policy=None):
     """(spec, inputs) for a role value: a configured model, a trained model or the policy."""
     if value == "policy":
         value = policy
+    if value == "verifier":
+        return {**config["trained_models"], "source": VERIFIER_PATH}, [VERIFIER_PATH]
     if value in SFT_NAMES or "+" in value:
         path = trained_path(value)
         return {**config["trained_models"], "source": path}, [path]
