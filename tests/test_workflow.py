@@ -111,6 +111,10 @@ def test_training_chain_threads_and_priorities(workflow_dir, threads, baseline):
         (lambda c: c["sampling"].update(m="four"), "four"),
         (lambda c: c["roles"].update(verifier="smollm2"), "verifier"),
         (lambda c: c["roles"].update(fact_verifier="nonexistent"), "roles.fact_verifier"),
+        (
+            lambda c: (c["roles"].update(fact_verifier="verifier"), c["verifier"].update(init="x")),
+            "verifier.init",
+        ),
         (lambda c: c["models"]["smollm2"].update(backend="tgi"), "tgi"),
         (lambda c: c["rm_fact"].update(unit="paragraph"), "paragraph"),
         (lambda c: c["training"].update(nodes=2), "training.nodes"),

@@ -136,6 +136,13 @@ def check_roles():
                 f"config roles.{role}: unknown model {value!r}; "
                 f"configured models: {', '.join(sorted(names))} (or SFT, policy, verifier)"
             )
+    if config["roles"].get("fact_verifier") == "verifier":
+        vinit = VERIFIER.get("init", "smollm2")
+        if vinit not in names:
+            raise ValueError(
+                f"config verifier.init: unknown model {vinit!r} (the model the trained "
+                f"verifier starts from); configured models: {', '.join(sorted(names))}"
+            )
     init = config["models"][config["roles"]["sft_init"]]
     if init["backend"] == "openai":
         raise ValueError(

@@ -5,7 +5,8 @@
 rule train_verifier:
     input:
         knowledge=rules.build_knowledge.output[0],
-        init=model_input(VERIFIER.get("init", "smollm2")),
+        # lazy: the rule's inputs are resolved only where a role names the verifier
+        init=lambda wc: model_input(VERIFIER.get("init", "smollm2")),
     output:
         directory(VERIFIER_PATH),
     log:
