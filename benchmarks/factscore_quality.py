@@ -26,6 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import knowledge_base, print_machine  # noqa: E402
 
+from flame.factscore import aggregate  # noqa: E402
+
 SETTINGS = [  # (label, retrieval, k, passage chars): the embedded default's evaluation / RM_fact
     ("topic page, 2 passages, 300 chars", "topic", 2, 300),
     ("open retrieval, 2 passages, 300 chars", "open", 2, 300),
@@ -77,44 +79,66 @@ def make_texts(kb, n: int, seed: int, held_out: float, passage_chars: int):
     return items, bad
 
 
-def evaluate(scorer_for, items, bad, unit: str = "sentence") -> dict:
-    """Per kind: FActScore of the true and corrupted texts and the gap; with sentence units
-    also the per-claim accuracy (claim i of a text is its sentence i)."""
-    strip = lambda its: [{x: v for x, v in it.items() if x != "sentences"} for it in its]  # noqa: E731
-    from flame.factscore import aggregate
-
-    good = {r["id"]: r for r in scorer_for(unit).score(strip(items))}
-    out = {}
-    for kind, pairs in bad.items():
-        if not pairs:
-            continue
-        res = scorer_for(unit).score(strip([p for p, _ in pairs]))
-        right, total = 0, 2 * (unit != "sentence")
-        for r, (_, j) in zip(res, pairs, strict=True):
-            if unit != "sentence":
-                break
-            g = good[r["id"]]["facts"]
-            idx = range(len(r["facts"])) if j is None else [j]
-            for i in idx:
-                right += g[i]["supported"] + (not r["facts"][i]["supported"])
-                total += 2
-        fs_true = aggregate([good[p["id"]] for p, _ in pairs], gamma=0)["factscore"]
-        fs_bad = aggregate(res, gamma=0)["factscore"]
-        out[kind] = {
-            "n": len(pairs),
-            "claim_accuracy": right / total,
-            "factscore_true": fs_true,
-            "factscore_corrupted": fs_bad,
-            "gap": fs_true - fs_bad,
-        }
-    kinds = list(out.values())
-    out["all"] = {
-        "n": sum(k["n"] for k in kinds),
-        "claim_accuracy": sum(k["claim_accuracy"] * k["n"] for k in kinds)
-        / sum(k["n"] for k in kinds),
-        "gap": sum(k["gap"] * k["n"] for k in kinds) / sum(k["n"] for k in kinds),
-    }
+def rescore(results: list[dict], field: str) -> list[dict]:
+    """Results with every fact's verdict read from ``field`` (supported: the scorer's verdict;
+    verifier_supported: the LM verifier's alone, where the NP check was on)."""
+    out = []
+    for r in results:
+        facts = [{**f, "supported": f.get(field, f["supported"])} for f in r["facts"]]
+        n_sup = sum(f["supported"] for f in facts)
+        score = n_sup / len(facts) if facts and not r["abstained"] else None
+        out.append({**r, "facts": facts, "n_supported": n_sup, "score": score})
     return out
+
+
+def evaluate(scorer_for, items, bad, unit: str = "sentence") -> dict:
+    """Scores every text once; per verdict (the LM verifier alone, and with the NP check where
+    it is on) and kind: FActScore of the true and corrupted texts and the gap; with sentence
+    units also the per-claim accuracy (claim i of a text is its sentence i)."""
+    strip = lambda its: [{x: v for x, v in it.items() if x != "sentences"} for it in its]  # noqa: E731
+    scorer = scorer_for(unit)
+    good_raw = scorer.score(strip(items))
+    bad_raw = {kind: scorer.score(strip([p for p, _ in pairs])) for kind, pairs in bad.items()}
+    fields = {"LM": "verifier_supported"}
+    if scorer.np_threshold is not None:
+        fields["LM + NP"] = "supported"
+    report = {}
+    for name, field in fields.items():
+        good = {r["id"]: r for r in rescore(good_raw, field)}
+        out = {}
+        for kind, pairs in bad.items():
+            if not pairs:
+                continue
+            res = rescore(bad_raw[kind], field)
+            right, total = 0, 0
+            for r, (_, j) in zip(res, pairs, strict=True):
+                if unit != "sentence":
+                    break
+                g = good[r["id"]]["facts"]
+                idx = range(len(r["facts"])) if j is None else [j]
+                for i in idx:
+                    right += g[i]["supported"] + (not r["facts"][i]["supported"])
+                    total += 2
+            fs_true = aggregate([good[p["id"]] for p, _ in pairs], gamma=0)["factscore"]
+            fs_bad = aggregate(res, gamma=0)["factscore"]
+            out[kind] = {
+                "n": len(pairs),
+                "claim_accuracy": right / total if total else None,
+                "factscore_true": fs_true,
+                "factscore_corrupted": fs_bad,
+                "gap": fs_true - fs_bad,
+            }
+        kinds = list(out.values())
+        n = sum(k["n"] for k in kinds)
+        out["all"] = {
+            "n": n,
+            "claim_accuracy": None
+            if unit != "sentence"
+            else sum(k["claim_accuracy"] * k["n"] for k in kinds) / n,
+            "gap": sum(k["gap"] * k["n"] for k in kinds) / n,
+        }
+        report[name] = out
+    return report
 
 
 def main() -> None:
@@ -133,6 +157,12 @@ def main() -> None:
     ap.add_argument("--atomic", action="store_true", help="also FActScore with atomic facts")
     ap.add_argument("--seed", type=int, default=0, help="the verifier's split seed")
     ap.add_argument("--held-out", type=float, default=0.2, help="the verifier's held-out share")
+    ap.add_argument(
+        "--np",
+        type=float,
+        default=None,
+        help="also score with FActScore's NP check at this threshold (e.g. 0.5)",
+    )
     ap.add_argument("--cache", default=None)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -167,25 +197,36 @@ def main() -> None:
                     n_bm25=0,
                     passage_chars=chars,
                     max_fact_tokens=32,
+                    np_threshold=args.np,
                 )
 
             res = evaluate(scorer_for, items, bad)
             if args.atomic:
                 atomic = evaluate(scorer_for, items, bad, unit="atomic")
-                res["atomic"] = {kind: r["gap"] for kind, r in atomic.items()}
-            report[f"{spec} | {label}"] = res
+                for name in res:
+                    res[name]["atomic"] = {kind: r["gap"] for kind, r in atomic[name].items()}
             print(f"  {label}")
-            for kind, r in res.items():
-                if kind != "atomic":
+            for name, by_kind in res.items():
+                report[f"{spec} | {name} | {label}"] = by_kind
+                print(f"   {name}")
+                for kind, r in by_kind.items():
+                    if kind == "atomic":
+                        continue
+                    fs = ""
+                    if "factscore_true" in r:
+                        t, c = r["factscore_true"], r["factscore_corrupted"]
+                        fs = f" ({100 * t:.1f} vs {100 * c:.1f})"
                     print(
                         f"    {kind:12s} n {r['n']:3d}  claim accuracy {r['claim_accuracy']:.3f}"
-                        f"  FActScore gap {100 * r['gap']:+5.1f} points"
+                        f"  FActScore gap {100 * r['gap']:+5.1f} points{fs}"
                     )
-            if args.atomic:
-                print(
-                    "    atomic facts, FActScore gap: "
-                    + ", ".join(f"{kind} {100 * g:+.1f}" for kind, g in res["atomic"].items())
-                )
+                if args.atomic:
+                    print(
+                        "    atomic facts, FActScore gap: "
+                        + ", ".join(
+                            f"{kind} {100 * g:+.1f}" for kind, g in by_kind["atomic"].items()
+                        )
+                    )
     print(json.dumps(report, indent=1))
 
 

@@ -461,8 +461,13 @@ def knowledge_args():
     return args
 
 
-def rerank_args(section):
+def scorer_args(section):
+    """The FActScorer options of a config section beyond the ones every rule spells out: the
+    cross-encoder re-ranker and FActScore's NP check."""
     c = config[section]
-    if not c.get("reranker"):
-        return ""
-    return f"--reranker {c['reranker']} --candidates {c.get('candidates', 20)}"
+    args = []
+    if c.get("reranker"):
+        args.append(f"--reranker {c['reranker']} --candidates {c.get('candidates', 20)}")
+    if c.get("np_threshold") is not None:
+        args.append(f"--np-threshold {c['np_threshold']}")
+    return " ".join(args)

@@ -97,14 +97,14 @@ rule eval_factuality:
         decomposer=role_spec("fact_decomposer"),
         verifier=role_spec("fact_verifier"),
         c=config["evaluation"],
-        rerank=rerank_args("evaluation"),
+        scorer=scorer_args("evaluation"),
     shell:
         "{params.py} -m flame.evaluate --sets {params.sets} --only-fact-based alpaca_fact"
         " --knowledge {input.knowledge} --decomposer {params.decomposer:q}"
         " --verifier {params.verifier:q} --out {output.summary} --facts-dir {output.facts}"
         " --unit {params.c[unit]} --k {params.c[k]} --passage-chars {params.c[passage_chars]}"
         " --n-fixed {params.c[n_fixed]} --n-bm25 {params.c[n_bm25]} --gamma {params.c[gamma]}"
-        " --max-fact-tokens {params.c[max_fact_tokens]} {params.rerank}"
+        " --max-fact-tokens {params.c[max_fact_tokens]} {params.scorer}"
         " --cache {params.cache} --threads {threads} > {log} 2>&1"
 
 

@@ -32,7 +32,7 @@ rule invert:
         verifier=role_spec("fact_verifier"),
         f=FDPO,
         c=config["rm_fact"],
-        rerank=rerank_args("rm_fact"),
+        scorer=scorer_args("rm_fact"),
         seed=config["seed"],
     shell:
         "{params.py} -m flame.invert --samples {input.samples} --rm-fact {input.rm_fact}"
@@ -46,7 +46,7 @@ rule invert:
         " --retrieval {params.c[retrieval]} --k {params.c[k]}"
         " --passage-chars {params.c[passage_chars]} --n-fixed {params.c[n_fixed]}"
         " --n-bm25 {params.c[n_bm25]} --max-fact-tokens {params.c[max_fact_tokens]}"
-        " {params.rerank} --cache {params.cache} --threads {threads} > {log} 2>&1"
+        " {params.scorer} --cache {params.cache} --threads {threads} > {log} 2>&1"
 
 
 rule fdpo_pairs:

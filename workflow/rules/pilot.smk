@@ -115,14 +115,14 @@ rule pilot_factscore:
         decomposer=role_spec("fact_decomposer"),
         verifier=role_spec("fact_verifier"),
         c=config["evaluation"],
-        rerank=rerank_args("evaluation"),
+        scorer=scorer_args("evaluation"),
     shell:
         "{params.py} -m flame.rm_fact --samples {input.samples} --knowledge {input.knowledge}"
         " --decomposer {params.decomposer:q} --verifier {params.verifier:q}"
         " --out {output.scores} --facts {output.facts} --unit {params.c[unit]}"
         " --retrieval topic --k {params.c[k]} --passage-chars {params.c[passage_chars]}"
         " --n-fixed {params.c[n_fixed]} --n-bm25 {params.c[n_bm25]}"
-        " --max-fact-tokens {params.c[max_fact_tokens]} {params.rerank}"
+        " --max-fact-tokens {params.c[max_fact_tokens]} {params.scorer}"
         " --cache {params.cache} --threads {threads} > {log} 2>&1"
 
 

@@ -90,11 +90,11 @@ rule rm_fact:
         decomposer=role_spec("fact_decomposer"),
         verifier=role_spec("fact_verifier"),
         c=config["rm_fact"],
-        rerank=rerank_args("rm_fact"),
+        scorer=scorer_args("rm_fact"),
     shell:
         "{params.py} -m flame.rm_fact --samples {input.samples} --knowledge {input.knowledge}"
         " --decomposer {params.decomposer:q} --verifier {params.verifier:q}"
         " --out {output.scores} --facts {output.facts} --unit {params.c[unit]}"
         " --retrieval {params.c[retrieval]} --k {params.c[k]}"
         " --passage-chars {params.c[passage_chars]} --n-fixed {params.c[n_fixed]}"
-        " --n-bm25 {params.c[n_bm25]} --max-fact-tokens {params.c[max_fact_tokens]} {params.rerank} --cache {params.cache} --threads {threads} > {log} 2>&1"
+        " --n-bm25 {params.c[n_bm25]} --max-fact-tokens {params.c[max_fact_tokens]} {params.scorer} --cache {params.cache} --threads {threads} > {log} 2>&1"

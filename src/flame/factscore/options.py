@@ -27,6 +27,12 @@ def add_scorer_args(ap: argparse.ArgumentParser, retrieval: str = "topic", k: in
     ap.add_argument("--max-fact-tokens", type=int, default=128, help="decomposer output limit")
     ap.add_argument("--reranker", help="cross-encoder folder or hub id that re-ranks passages")
     ap.add_argument("--candidates", type=int, default=20, help="first-stage passages to re-rank")
+    ap.add_argument(
+        "--np-threshold",
+        type=float,
+        help="FActScore's NP check: supported = verifier True AND the passages carry every"
+        " salient token and this share of the other words (flame.factscore.support)",
+    )
     ap.add_argument("--cache", help="SQLite cache of LM calls and retrievals")
     ap.add_argument("--threads", type=int, help="CPU threads for local models")
 
@@ -55,5 +61,6 @@ def build_scorer(args, decomposer, verifier, kb, **overrides):
         n_bm25=args.n_bm25, passage_chars=args.passage_chars,
         max_fact_tokens=args.max_fact_tokens, reranker=args.reranker,
         candidates=args.candidates, cache=args.cache,
+        np_threshold=getattr(args, "np_threshold", None),
     )  # fmt: skip
     return FactScorer(decomposer, verifier, kb, **{**kwargs, **overrides})

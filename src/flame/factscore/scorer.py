@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING
 from flame.cache import Cache, make_key
 from flame.factscore.decompose import DemoSelector, decompose, load_demos
 from flame.factscore.sentences import split_sentences
-from flame.factscore.verify import build_verify_prompt, verify
+from flame.factscore.support import check
+from flame.factscore.verify import build_verify_prompt, truncate, verify
 from flame.lm import LM
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class FactScorer:
         reranker=None,
         candidates: int = 20,
         cache: Cache | str | None = None,
+        np_threshold: float | None = None,
     ):
         if unit not in ("atomic", "sentence"):
             raise ValueError(f"unknown unit {unit!r} (atomic or sentence)")
@@ -117,6 +119,9 @@ class FactScorer:
         if cache is not None and not getattr(kb, "identity", ""):
             raise ValueError("a retrieval cache needs a KnowledgeBase loaded from its folder")
         self.cache = cache
+        if np_threshold is not None and not 0 <= np_threshold <= 1:
+            raise ValueError(f"np_threshold must be in [0, 1] (got {np_threshold})")
+        self.np_threshold = np_threshold
         self._key_base = None
         self.selector = None
         if unit == "atomic":
@@ -243,8 +248,11 @@ class FactScorer:
         for it, gave_up, fs, pss in zip(items, abstained, facts, passages, strict=True):
             rows = []
             for (sentence, fact), ps in zip(fs, pss, strict=True):
-                rows.append({"sentence": sentence, "fact": fact, "passages": [p["id"] for p in ps],
-                             "supported": supported[j], "verifier_score": margins[j]})  # fmt: skip
+                row = {"sentence": sentence, "fact": fact, "passages": [p["id"] for p in ps],
+                       "supported": supported[j], "verifier_score": margins[j]}  # fmt: skip
+                if self.np_threshold is not None:
+                    row.update(self._np(fact, ps, row["supported"]))
+                rows.append(row)
                 j += 1
             n_sup = sum(r["supported"] for r in rows)
             results.append({
@@ -253,6 +261,15 @@ class FactScorer:
                 "score": n_sup / len(rows) if rows and not gave_up else None, "facts": rows,
             })  # fmt: skip
         return results
+
+    def _np(self, fact: str, passages: list[dict], says_true: bool) -> dict:
+        """FActScore's ensemble: supported = the verifier says True AND the NP check passes
+        (flame.factscore.support) on the passages as the verifier saw them."""
+        shown = [f"{p['title']} {truncate(p['text'], self.passage_chars)}" for p in passages]
+        np = check(fact, shown, self.np_threshold)
+        self.counts["np_rejected"] += says_true and not np.passed
+        return {"supported": says_true and np.passed, "verifier_supported": says_true,
+                "np_support": round(np.support, 4), "np_missing": np.missing}  # fmt: skip
 
 
 def _mean(values: list[float]) -> float | None:
