@@ -26,7 +26,7 @@ TABLE3_ROWS = [
     "SFT_FLAME+DPO",
     "SFT_FLAME+DPO_FLAME",
 ]
-TABLES = ["table2_sft", "table3_dpo", "table8_length", "table11_pairs"]
+TABLES = ["table2_sft", "table3_dpo", "table8_length", "table11_pairs", "table_paired"]
 
 
 def snakemake(wd: Path, *args: str, timeout: int = 3000) -> subprocess.CompletedProcess:

@@ -33,7 +33,7 @@ def test_figure1_png_and_svg(tmp_path):
 def test_report_collects_tables_figure_and_classifier(workflow_dir):
     wd = workflow_dir
     tables = ["table2_sft", "table3_dpo", "table8_length", "table11_pairs", "table5_truthfulqa"]
-    tables += ["table_judge"]
+    tables += ["table_judge", "table_paired"]
     (wd / "results/tables").mkdir(parents=True)
     (wd / "results/classified").mkdir(parents=True)
     for t in tables:

@@ -5,7 +5,14 @@ import math
 
 import pytest
 
-from flame.stats import bootstrap, half_width, interval, overlaps
+from flame.stats import (
+    bootstrap,
+    half_width,
+    interval,
+    overlaps,
+    paired_difference,
+    verdict,
+)
 
 
 def test_constant_data_has_a_zero_width_interval():
@@ -32,6 +39,24 @@ def test_interval_is_seeded_scaled_and_within_the_data():
     assert a["n"] == 6 and a["mean"] == pytest.approx(100 * sum(values) / 6)
     assert 10.0 <= a["lo"] < a["mean"] < a["hi"] <= 90.0
     assert half_width(a["lo"], a["hi"]) == pytest.approx((a["hi"] - a["lo"]) / 2)
+
+
+def test_paired_difference_cancels_the_prompt_spread():
+    # prompts differ a lot, the model's gain on each is a steady +0.1: the separate intervals
+    # overlap, the paired one is tight around +0.1 and excludes 0
+    base = {f"p{i}": i / 20 for i in range(20)}
+    better = {k: v + 0.1 for k, v in base.items()}
+    better["extra"] = 1.0  # only in one model: not paired
+    d = paired_difference(better, base, scale=100.0)
+    assert d["n"] == 20 and d["mean"] == pytest.approx(10.0)
+    assert d["lo"] == pytest.approx(10.0) and d["hi"] == pytest.approx(10.0)
+    a = interval(list(better.values())[:20])
+    b = interval(list(base.values()))
+    assert overlaps((a["lo"], a["hi"]), (b["lo"], b["hi"]))
+    assert verdict(d) == "higher" and verdict(paired_difference(base, better)) == "lower"
+    noisy = {k: v + (0.1 if i % 2 else -0.1) for i, (k, v) in enumerate(base.items())}
+    assert verdict(paired_difference(noisy, base)) == "not distinguishable"
+    assert verdict(paired_difference({}, base)) == "" and paired_difference({}, base)["n"] == 0
 
 
 def test_overlaps():

@@ -113,6 +113,12 @@ def test_tables_render(tmp_path):
         (ev / m / "factuality.json").write_text(json.dumps(fs))
         if m != "PT":
             (ev / m / "alpaca.jsonl").write_text(json.dumps({"responses": ["abcd"]}) + "\n")
+    # per-fact rows: SFT_fact beats SFT by 50 points on each of the 3 shared prompts
+    for m, sup in [("SFT", [1, 0]), ("SFT_fact", [1, 1])]:
+        (ev / m / "facts").mkdir()
+        rows = [{"id": f"p{i}", "supported": bool(s)} for i in range(3) for s in sup]
+        rows.append({"id": f"only-{m}", "supported": True})  # not shared: left out
+        (ev / m / "facts" / "bio.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (ev / "winrate_table2.json").write_text(
         json.dumps({"models": {"SFT_fact": {"win_rate": 62.5}}})
     )
@@ -149,6 +155,13 @@ def test_tables_render(tmp_path):
     md = (tmp_path / "t" / "table2_sft.md").read_text()
     assert "PT (5-shot)" in md and "62.5 (48.1)" in md
     assert "| SFT+DPO | 3 | 0 |" in (tmp_path / "t" / "table11_pairs.md").read_text()
+    paired = (tmp_path / "t" / "table_paired.csv").read_text().splitlines()
+    assert "table2,SFT_fact,SFT,bio,3,50.00,50.00,50.00,higher" in paired
+    assert "table2,PT,SFT,bio,0,,,," in paired  # PT wrote no facts file
+    assert (
+        "| table2 | SFT_fact − SFT | Bio | +50.0 [+50.0, +50.0] | 3 | higher |"
+        in (tmp_path / "t" / "table_paired.md").read_text()
+    )
     t8 = (tmp_path / "t" / "table8_length.csv").read_text()
     assert "SFT,4.0,100.0" in t8 and not any(
         math.isnan(float(x)) for x in t8.splitlines()[1].split(",")[1:3]

@@ -292,12 +292,15 @@ def test_vllm_config_serves_every_inference_role_with_the_vllm_python(workflow_d
 
 def test_laptop_config_plans_the_replication(workflow_dir):
     """workflow/configs/laptop.yaml (issue 15's laptop replication) validates and plans every
-    stage with the trained verifier; its full run is a benchmark, not a test."""
+    stage with FActScore's NP check on; its full run is a benchmark (benchmarks/dag.py), not a
+    test."""
     res = snakemake(
         "-n", "-p", "--cores", "2", "--configfile", "config.yaml", "workflow/configs/laptop.yaml",
         cwd=workflow_dir,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = planned_jobs(res.stdout)
-    assert {"train_verifier", "train_dpo", "eval_factuality", "winrate", "tables"} <= set(jobs)
+    assert {"train_dpo", "eval_factuality", "rm_fact", "winrate", "tables"} <= set(jobs)
+    assert "train_verifier" not in jobs  # the prompted verifier + NP, no training
     assert re.search(r"n.eval.bio.40", res.stdout), "40 Bio people to evaluate"
+    assert re.search(r"--np-threshold 0.5", res.stdout), "the NP check reaches FActScore"

@@ -49,6 +49,26 @@ def interval(values: Sequence[float], scale: float = 1.0, **kw) -> dict:
     }
 
 
+def paired_difference(a: dict, b: dict, scale: float = 1.0, **kw) -> dict:
+    """{mean, n, lo, hi} of a[i] - b[i] over the items i both have: the difference of two
+    models on the same prompts, with the interval of the paired bootstrap (much narrower than
+    comparing two separate intervals when the prompts vary more than the models do)."""
+    shared = sorted(set(a) & set(b), key=str)
+    return interval([a[i] - b[i] for i in shared], scale=scale, **kw)
+
+
+def verdict(ci: dict) -> str:
+    """'higher' / 'lower' where a difference's interval excludes 0, else 'not distinguishable'
+    ('' without an interval)."""
+    if ci.get("lo") is None:
+        return ""
+    if ci["lo"] > 0:
+        return "higher"
+    if ci["hi"] < 0:
+        return "lower"
+    return "not distinguishable"
+
+
 def overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
     """Whether two closed intervals share a point."""
     return a[0] <= b[1] and b[0] <= a[1]

@@ -1,10 +1,12 @@
 """The paper's tables from the workflow's results, our numbers beside the paper's.
 
 Writes table2_sft.{csv,md} (SFT variants; win rate vs SFT), table3_dpo.{csv,md} (DPO variants;
-win rate vs SFT+DPO), table8_length.{csv,md} (mean response length in characters) and
-table11_pairs.{csv,md} (DPO pair counts). FActScore columns are percentages (FLAME: no length
-penalty); C/E are the mean numbers of correct / erroneous facts per response. A cell that does
-not apply (the PT row outside Bio, a baseline's win rate against itself is 50) follows the paper.
+win rate vs SFT+DPO), table8_length.{csv,md} (mean response length in characters),
+table11_pairs.{csv,md} (DPO pair counts) and table_paired.{csv,md} (per set, each model's
+FActScore minus its table's baseline's on the same prompts, with a paired bootstrap interval).
+FActScore columns are percentages (FLAME: no length penalty); C/E are the mean numbers of
+correct / erroneous facts per response. A cell that does not apply (the PT row outside Bio, a
+baseline's win rate against itself is 50) follows the paper.
 
 A set the data stage left out (--data-manifest's info.missing_sets) gets a note under the
 tables.
@@ -15,8 +17,12 @@ The last column, vs_baseline, says whether a row can be told apart from the tabl
 row: "not distinguishable" when each of its intervals overlaps the baseline's (a baseline's win
 rate against itself is exactly 50), else the metrics that differ.
 
-Reads, under --eval-dir: MODEL/factuality.json, MODEL/alpaca.jsonl, winrate_table2.json,
-winrate_table3.json; under --dpo-dir: SFT_MODEL/pair_counts.json.
+The paired table answers "does this row differ from the baseline?" more sharply than the
+overlap test: both models answered the same prompts, so the prompt-to-prompt spread cancels.
+It says "higher" / "lower" where the interval of the difference excludes 0.
+
+Reads, under --eval-dir: MODEL/factuality.json, MODEL/facts/SET.jsonl, MODEL/alpaca.jsonl,
+winrate_table2.json, winrate_table3.json; under --dpo-dir: SFT_MODEL/pair_counts.json.
 
 Example:
     python -m flame.tables --eval-dir results/eval --dpo-dir results/dpo --out-dir results/tables \
@@ -34,7 +40,7 @@ from pathlib import Path
 
 from flame.cli import run
 from flame.io import read_json, read_jsonl, write_text
-from flame.stats import half_width, overlaps
+from flame.stats import half_width, overlaps, paired_difference, verdict
 
 SETS = {"bio": "bio", "af": "alpaca_fact", "fava": "fava"}
 METRICS = ("win", *(f"{s}_{m}" for s in SETS for m in ("fs", "correct", "error")))
@@ -232,6 +238,51 @@ def pair_counts(dpo_dir: Path, ref: dict) -> tuple[str, str]:
     return "\n".join(csv) + "\n", "\n".join(md) + "\n"
 
 
+def item_scores(eval_dir: Path, model: str, set_name: str) -> dict[str, float]:
+    """{prompt id: FActScore} of a model's responses with at least one fact (from its facts
+    file: one row per fact), as FActScore's mean counts them."""
+    path = eval_dir / model / "facts" / f"{set_name}.jsonl"
+    if not path.exists():
+        return {}
+    facts: dict[str, list[bool]] = {}
+    for row in read_jsonl(path):
+        facts.setdefault(str(row["id"]), []).append(bool(row["supported"]))
+    return {i: sum(v) / len(v) for i, v in facts.items()}
+
+
+def paired_table(eval_dir: Path, tables: dict[str, tuple[list[str], str]]) -> tuple[str, str]:
+    """Each model's FActScore minus its table's baseline's, per set, over the prompts both
+    scored, with the paired bootstrap interval (flame.stats.paired_difference)."""
+    csv = ["table,model,baseline,set,n,diff,lo,hi,verdict"]
+    md = [
+        "### Paired FActScore differences against each table's baseline",
+        "",
+        "Same prompts, both models scored: difference in FActScore points [95 % paired "
+        "bootstrap interval], n prompts.",
+        "",
+        "| table | model | set | difference | n | |",
+        "|---|---|---|---|---|---|",
+    ]
+    for table, (models, baseline) in tables.items():
+        for set_short, set_name in SETS.items():
+            base = item_scores(eval_dir, baseline, set_name)
+            for m in models:
+                if m == baseline or m == "PT" and set_short != "bio":
+                    continue
+                d = paired_difference(item_scores(eval_dir, m, set_name), base, scale=100.0)
+                v = verdict(d)
+                f = ["" if d[k] is None else f"{d[k]:.2f}" for k in ("mean", "lo", "hi")]
+                csv.append(f"{table},{m},{baseline},{set_short},{d['n']},{','.join(f)},{v}")
+                cell = (
+                    "-"
+                    if d["mean"] is None
+                    else f"{d['mean']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]"
+                )
+                name = HEADERS[f"{set_short}_fs"].removesuffix(" FS")
+                md.append(f"| {table} | {m} − {baseline} | {name} | {cell} | {d['n']} | {v} |")
+    return "\n".join(csv) + "\n", "\n".join(md) + "\n"
+
+
 def missing_note(manifest: Path | None) -> str:
     """A note for under each table: the evaluation sets the data manifest says were left out."""
     if manifest is None or not manifest.exists():
@@ -278,10 +329,15 @@ def main(argv: list[str] | None = None) -> None:
             ref["table8_length_chars"],
         ),
         "table11_pairs": pair_counts(args.dpo_dir, ref["table11_pairs"]),
+        "table_paired": paired_table(
+            args.eval_dir,
+            {"table2": (args.table2_rows, "SFT"), "table3": (args.table3_rows, "SFT+DPO")},
+        ),
     }
     note = missing_note(args.data_manifest)
     outputs = {
-        k: (csv, md if k == "table11_pairs" else md + note) for k, (csv, md) in outputs.items()
+        k: (csv, md if k in ("table11_pairs", "table_paired") else md + note)
+        for k, (csv, md) in outputs.items()
     }
     for name, (csv, md) in outputs.items():
         write_text(args.out_dir / f"{name}.csv", csv)

@@ -6,6 +6,7 @@ rule tables:
         factuality=expand(
             f"{R}/eval/{{model}}/factuality.json", model=["PT", *CHAT_EVAL_MODELS]
         ),
+        facts=expand(f"{R}/eval/{{model}}/facts", model=["PT", *CHAT_EVAL_MODELS]),
         winrates=expand(f"{R}/eval/winrate_{{table}}.json", table=["table2", "table3"]),
         pair_counts=expand(f"{R}/dpo/{{policy}}/pair_counts.json", policy=POLICY_INITS),
         data_manifest=rules.build_data.output.manifest,
@@ -16,7 +17,13 @@ rule tables:
                 caption=f"../report/{t}.rst",
                 category="Tables",
             )
-            for t in ["table2_sft", "table3_dpo", "table8_length", "table11_pairs"]
+            for t in [
+                "table2_sft",
+                "table3_dpo",
+                "table8_length",
+                "table11_pairs",
+                "table_paired",
+            ]
             for ext in ["csv", "md"]
         },
     log:
