@@ -32,9 +32,11 @@ rule classify:
         cache=CACHE,
         model=role_spec("classifier"),
         calibrate="--calibrate" if config.get("classify", {}).get("calibrate") else "",
+        c=config.get("classify", {}),
     shell:
         "{params.py} -m flame.classify --model {params.model:q} --labels {input.labels}"
         " --inputs {input.seed} {input.dpo_prompts} {input.alpaca}"
         " --outputs {output.seed} {output.dpo_prompts} {output.alpaca}"
-        " --report {output.report} {params.calibrate} --cache {params.cache}"
+        " --report {output.report} {params.calibrate} --mode {params.c[mode]}"
+        " --probe-c {params.c[probe_c]} --folds {params.c[folds]} --cache {params.cache}"
         " --threads {threads} > {log} 2>&1"

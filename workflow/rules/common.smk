@@ -150,6 +150,19 @@ def check_roles():
         )
 
 
+def check_classifier():
+    """The probe reads hidden states: only a model run by transformers has them."""
+    if config.get("classify", {}).get("mode") != "probe":
+        return
+    spec, _ = resolve(config["roles"]["classifier"], "SFT")
+    if spec.get("backend", "transformers") != "transformers":
+        raise ValueError(
+            f"config classify.mode: probe reads the classifier's hidden states, which the "
+            f"{spec.get('backend')} backend of roles.classifier does not give; use mode prompt "
+            f"or a transformers model"
+        )
+
+
 def check_fdpo_and_rm():
     """F-DPO needs a hallucinator and FActScore's RM_fact (its labels are shares of facts)."""
     mode = config["rm_fact"].get("mode", "factscore")
@@ -467,7 +480,12 @@ def scorer_args(section):
     c = config[section]
     args = []
     if c.get("reranker"):
-        args.append(f"--reranker {c['reranker']} --candidates {c.get('candidates', 20)}")
+        args.append(
+            f"--reranker {c['reranker']} --candidates {c.get('candidates', 20)}"
+        )
     if c.get("np_threshold") is not None:
         args.append(f"--np-threshold {c['np_threshold']}")
     return " ".join(args)
+
+
+check_classifier()

@@ -98,6 +98,9 @@ class LM(ABC):
     # never reuses old scores. 2: a first token that is bare whitespace is not an option's token
     # (SmolLM2 splits " 3" into " " + "3": every digit option had scored alike).
     choose_rule: int = 2
+    # How `features` pools hidden states; part of its cache key. 1: the mean over the prompt's
+    # tokens of the last layer and of the middle layer, concatenated.
+    features_rule: int = 1
 
     def __init__(self) -> None:
         self.stats = Stats()
@@ -113,6 +116,14 @@ class LM(ABC):
     @abstractmethod
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """For each (context, continuation), the summed log-probs of the continuation's tokens."""
+
+    def features(self, prompts: list[Prompt]) -> list[list[float]]:
+        """For each prompt, a vector of the model's hidden states (for linear probes: the
+        classifier's `probe` mode). Only backends that hold the weights have them."""
+        raise NotImplementedError(
+            f"the {type(self).__name__} backend gives no hidden states; a probe needs a model"
+            " run by transformers (backend: transformers)"
+        )
 
 
 def truncate_at_stop(text: str, stop: tuple[str, ...]) -> str:
@@ -195,6 +206,19 @@ class CachedLM(LM):
             part = todo[start : start + self.chunk]
             outs = self.inner.choose(part, options)
             new = {key_of[p]: s for p, s in zip(part, outs, strict=True)}
+            self.cache.put_many(new)
+            found.update(new)
+        return [found[key_of[p]] for p in prompts]
+
+    def features(self, prompts: list[Prompt]) -> list[list[float]]:
+        key_of = {p: make_key("features", self.fingerprint, p.key(), self.inner.features_rule)
+                  for p in prompts}  # fmt: skip
+        found = self.cache.get_many(key_of.values())
+        todo = [p for p, k in key_of.items() if k not in found]
+        log.info("features: %d prompts, %d to compute", len(prompts), len(todo))
+        for start in range(0, len(todo), self.chunk):
+            part = todo[start : start + self.chunk]
+            new = dict(zip((key_of[p] for p in part), self.inner.features(part), strict=True))
             self.cache.put_many(new)
             found.update(new)
         return [found[key_of[p]] for p in prompts]

@@ -264,6 +264,22 @@ class TransformersLM(LM):
                 out[i] = self._option_scores(row, option_ids)
         return out
 
+    def features(self, prompts: list[Prompt]) -> list[list[float]]:
+        """The mean over each prompt's tokens of the last and of the middle layer's hidden
+        states, concatenated (fp32; padding excluded)."""
+        torch = self.torch
+        texts = [render(self.tokenizer, p) for p in prompts]
+        out: list[list[float]] = [[] for _ in prompts]
+        for idx in self._batches(texts, self.batch_size):
+            enc = self._encode([texts[i] for i in idx])
+            with torch.inference_mode():
+                hs = self.model(**enc, output_hidden_states=True, logits_to_keep=1).hidden_states
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            pooled = [(hs[n].float() * mask).sum(1) / mask.sum(1) for n in (-1, len(hs) // 2)]
+            for i, row in zip(idx, torch.cat(pooled, dim=-1).cpu().tolist(), strict=True):
+                out[i] = row
+        return out
+
     def _option_scores(self, logp, option_ids: list[list[int]]) -> list[float]:
         torch = self.torch
         return [float(torch.logsumexp(logp[tok_ids], dim=0)) for tok_ids in option_ids]
