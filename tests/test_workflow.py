@@ -118,6 +118,8 @@ def test_training_chain_threads_and_priorities(workflow_dir, threads, baseline):
         (lambda c: c["models"]["smollm2"].update(backend="tgi"), "tgi"),
         (lambda c: c["rm_fact"].update(unit="paragraph"), "paragraph"),
         (lambda c: c["training"].update(nodes=2), "training.nodes"),
+        (lambda c: c["trained_models"].update(backend="vllm"), "classify.mode: probe"),
+        (lambda c: c["evaluation"].update(np_threshold=2), "np_threshold"),
         (
             lambda c: c["training"].update(nodes=2, launcher="accelerate", num_processes=3),
             "multiple of training.nodes",
