@@ -136,6 +136,8 @@ def evaluate(scorer_for, items, bad, unit: str = "sentence") -> dict:
             if unit != "sentence"
             else sum(k["claim_accuracy"] * k["n"] for k in kinds) / n,
             "gap": sum(k["gap"] * k["n"] for k in kinds) / n,
+            # the true texts once each (kinds share them): how many true claims pass
+            "factscore_true": aggregate(list(good.values()), gamma=0)["factscore"],
         }
         report[name] = out
     return report
@@ -204,7 +206,10 @@ def main() -> None:
             if args.atomic:
                 atomic = evaluate(scorer_for, items, bad, unit="atomic")
                 for name in res:
-                    res[name]["atomic"] = {kind: r["gap"] for kind, r in atomic[name].items()}
+                    res[name]["atomic"] = {
+                        kind: {"gap": r["gap"], "factscore_true": r.get("factscore_true")}
+                        for kind, r in atomic[name].items()
+                    }
             print(f"  {label}")
             for name, by_kind in res.items():
                 report[f"{spec} | {name} | {label}"] = by_kind
@@ -213,9 +218,11 @@ def main() -> None:
                     if kind == "atomic":
                         continue
                     fs = ""
-                    if "factscore_true" in r:
+                    if "factscore_corrupted" in r:
                         t, c = r["factscore_true"], r["factscore_corrupted"]
                         fs = f" ({100 * t:.1f} vs {100 * c:.1f})"
+                    elif r.get("factscore_true") is not None:
+                        fs = f" (true texts {100 * r['factscore_true']:.1f})"
                     print(
                         f"    {kind:12s} n {r['n']:3d}  claim accuracy {r['claim_accuracy']:.3f}"
                         f"  FActScore gap {100 * r['gap']:+5.1f} points{fs}"
@@ -224,8 +231,9 @@ def main() -> None:
                     print(
                         "    atomic facts, FActScore gap: "
                         + ", ".join(
-                            f"{kind} {100 * g:+.1f}" for kind, g in by_kind["atomic"].items()
+                            f"{kind} {100 * g['gap']:+.1f}" for kind, g in by_kind["atomic"].items()
                         )
+                        + f"; true texts {100 * by_kind['atomic']['all']['factscore_true']:.1f}"
                     )
     print(json.dumps(report, indent=1))
 
