@@ -1,13 +1,11 @@
 """FActScore's NP check (flame.factscore.support) and the scorer's LM + NP ensemble."""
 
-import json
-
 import pytest
-from test_factscore import PAGES, ScriptedLM
+import test_factscore
+from test_factscore import ScriptedLM
 
 from flame.factscore import FactScorer
 from flame.factscore.support import check, tokens
-from flame.knowledge import KnowledgeBase, build
 
 PAGE = (
     "Marie Curie was a Polish and naturalised-French physicist. She was born in Warsaw in 1867 "
@@ -52,12 +50,7 @@ def test_content_share_and_threshold():
     assert check("Nothing here.", [], 0.0).support == 0.0
 
 
-@pytest.fixture(scope="module")
-def kb(tmp_path_factory):
-    d = tmp_path_factory.mktemp("kb")
-    (d / "pages.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PAGES))
-    build(f"jsonl:{d / 'pages.jsonl'}", d / "kb", max_passage_tokens=64)
-    return KnowledgeBase.load(d / "kb")
+kb = test_factscore.kb  # the knowledge-base fixture of the FActScore tests
 
 
 def test_scorer_ensemble_rejects_what_the_passages_lack(kb):
