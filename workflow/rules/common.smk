@@ -475,8 +475,8 @@ def knowledge_args():
 
 
 def scorer_args(section):
-    """The FActScorer options of a config section beyond the ones every rule spells out: the
-    cross-encoder re-ranker and FActScore's NP check."""
+    """The FActScorer options of a config section beyond those each job spells out (the
+    cross-encoder re-ranker and FActScore's NP check)."""
     c = config[section]
     args = []
     if c.get("reranker"):
