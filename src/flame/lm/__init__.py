@@ -119,10 +119,12 @@ class LM(ABC):
 
     def features(self, prompts: list[Prompt]) -> list[list[float]]:
         """For each prompt, a vector of the model's hidden states (for linear probes: the
-        classifier's `probe` mode). Only backends that hold the weights have them."""
-        raise NotImplementedError(
-            f"the {type(self).__name__} backend gives no hidden states; a probe needs a model"
-            " run by transformers (backend: transformers)"
+        classifier's `probe` mode). Only a backend that holds the weights in this process has
+        them (transformers, which overrides this); for the others asking is a configuration
+        error, reported as such (`flame.cli` turns it into `error: ...`, status 2)."""
+        raise ValueError(
+            f"the {type(self).__name__} backend gives no hidden states; classify --mode probe"
+            " needs a model run by transformers (backend: transformers), or use --mode prompt"
         )
 
 
