@@ -149,6 +149,32 @@ def test_resume_continues_from_last_checkpoint(tiny_model, tmp_path):
     assert not paths.ckpt.exists()
 
 
+def test_half_removed_deepspeed_checkpoint_is_not_resumed(tmp_path):
+    """Found by the first rehearsal (benchmarks/rehearsal.py): an interrupt while a finished run
+    removed OUT.ckpt left checkpoint-2 with trainer_state.json but without DeepSpeed's engine
+    state, and the re-run died resuming it ("Can't find a valid checkpoint")."""
+    ckpt = tmp_path / "SFT.ckpt"
+    full, half = ckpt / "checkpoint-1", ckpt / "checkpoint-2"
+    for path in (full, half):
+        path.mkdir(parents=True)
+        (path / "trainer_state.json").write_text("{}")
+        (path / "zero_to_torch.py").write_text("")
+    (full / "global_step1").mkdir()
+    (full / "latest").write_text("global_step1")
+    assert training.last_checkpoint(ckpt) == str(full)
+    (half / "latest").write_text("global_step2")  # names a folder that is gone
+    assert training.last_checkpoint(ckpt) == str(full)
+    plain = tmp_path / "P.ckpt" / "checkpoint-3"
+    plain.mkdir(parents=True)
+    (plain / "trainer_state.json").write_text("{}")
+    assert training.last_checkpoint(plain.parent) == str(plain)
+    # the folder is renamed away before it is deleted: nothing is left at its path, and a
+    # leftover of an earlier interrupted removal goes too
+    (tmp_path / ".SFT.ckpt.del-1-2").mkdir()
+    training.remove_tree(ckpt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["P.ckpt"]
+
+
 def test_unknown_recipe_key_names_the_key(tiny_model, tmp_path):
     data = write_lines(tmp_path / "sft.jsonl", sft_records(2))
     args = ["--init", str(tiny_model), "--data", str(data), "--out", str(tmp_path / "o")]

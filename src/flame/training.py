@@ -232,16 +232,41 @@ class RunPaths:
         return self.out.with_name(self.out.name + ".adapter")
 
 
+def checkpoint_complete(path: Path) -> bool:
+    """Trainer writes trainer_state.json after the weights and optimizer state; a DeepSpeed
+    checkpoint must also hold the engine state its `latest` file names (a checkpoint whose removal
+    was interrupted can keep trainer_state.json without it: found on the first rehearsal)."""
+    if not (path / "trainer_state.json").exists():
+        return False
+    deepspeed = any(path.glob("global_step*")) or any(path.glob("zero_to_*.py"))
+    if deepspeed:
+        latest = path / "latest"
+        return latest.is_file() and (path / latest.read_text().strip()).is_dir()
+    return True
+
+
 def last_checkpoint(ckpt_dir: Path) -> str | None:
-    """The newest complete checkpoint (trainer_state.json is written last) or None."""
+    """The newest complete checkpoint or None."""
     if not ckpt_dir.is_dir():
         return None
     found = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
     for path in sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
-        if (path / "trainer_state.json").exists():
+        if checkpoint_complete(path):
             return str(path)
         log.warning("ignoring incomplete checkpoint %s", path)
     return None
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder so that an interruption never leaves part of it at `path`: it is renamed
+    away first (atomic), then deleted; a leftover `.NAME.del-*` is removed by the next run."""
+    for stale in path.parent.glob(f".{path.name}.del-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    if not path.exists():
+        return
+    trash = path.with_name(f".{path.name}.del-{os.getpid()}-{time.time_ns()}")
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def peak_rss_mb() -> float:
@@ -313,7 +338,7 @@ def train_and_save(trainer, init: str, paths: RunPaths, recipe: dict, summary: d
         paths.out.rename(old)
     paths.tmp.rename(paths.out)
     shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(paths.ckpt, ignore_errors=True)
+    remove_tree(paths.ckpt)
     log.info(
         "trained %d steps (loss %.4f, %.2f examples/s, %.0f s, peak RSS %.0f MB) -> %s",
         summary["global_step"], summary["train_loss"], summary["examples_per_s"] or 0,
