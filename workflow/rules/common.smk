@@ -474,6 +474,12 @@ def knowledge_args():
     return args
 
 
+def reranker_source(value):
+    """rm_fact/evaluation.reranker: a name from `models` (its source: swapped by config like any
+    model's, e.g. by workflow/configs/shrink.yaml), or a folder / hub id."""
+    return config["models"].get(value, {}).get("source", value)
+
+
 def scorer_args(section):
     """The FActScorer options of a config section beyond those each job spells out (the
     cross-encoder re-ranker and FActScore's NP check)."""
@@ -481,7 +487,7 @@ def scorer_args(section):
     args = []
     if c.get("reranker"):
         args.append(
-            f"--reranker {c['reranker']} --candidates {c.get('candidates', 20)}"
+            f"--reranker {reranker_source(c['reranker'])} --candidates {c.get('candidates', 20)}"
         )
     if c.get("np_threshold") is not None:
         args.append(f"--np-threshold {c['np_threshold']}")
