@@ -217,15 +217,17 @@ def test_topic_vs_open_retrieval_with_tiny_model(kb, tiny_lm):
             "topic": "Grace Hopper",
             "response": "Grace Hopper wrote code.",
         },
-        {"id": "c", "prompt": "Tell me about Paris.", "response": "I'm sorry, I do not know."},
-        {"id": "d", "prompt": "Tell me about Paris.", "response": ""},
-    ]
+        {"id": "c", "prompt": "Tell me about Paris.", "response": "I'm sorry, I do not know.",
+         "retrieval": "open"},
+        {"id": "d", "prompt": "Tell me about Paris.", "response": "", "retrieval": "open"},
+    ]  # fmt: skip
     ada = {p["id"] for p in kb.topic_passages("Ada Lovelace")}
     topic = FactScorer(None, tiny_lm, kb, unit="sentence", retrieval="topic", k=2)
     res = {r["id"]: r for r in topic.score(items)}
     assert [f["fact"] for f in res["a"]["facts"]] == split_sentences(items[0]["response"])
     assert all(set(f["passages"]) <= ada and len(f["passages"]) == 2 for f in res["a"]["facts"])
-    assert topic.counts["unknown_topic_items"] == 1 and len(res["b"]["facts"][0]["passages"]) == 2
+    assert topic.counts["unknown_topic_items"] == 1  # Grace Hopper has no page: left out
+    assert res["b"]["unknown_topic"] and res["b"]["facts"] == [] and res["b"]["score"] is None
     assert res["c"]["abstained"] and res["c"]["score"] is None and res["c"]["n_facts"] == 0
     assert res["d"]["n_facts"] == 0 and not res["d"]["abstained"] and res["d"]["score"] is None
     assert topic.counts["empty_responses"] == 1
@@ -244,6 +246,59 @@ def test_topic_vs_open_retrieval_with_tiny_model(kb, tiny_lm):
     assert all(set(f["passages"]) <= ada for f in mixed[1]["facts"])
     with pytest.raises(ValueError, match="unknown retrieval 'web'"):
         topic.score([{**items[0], "retrieval": "web"}])
+
+
+def test_a_topic_the_knowledge_source_lacks_is_left_out_never_checked_elsewhere(kb):
+    """Grace Hopper has no page; her bio states facts that ARE on Alan Turing's and Ada
+    Lovelace's pages. Topic retrieval must not verify them against those pages: the item gets
+    no score, is counted, and no verifier prompt ever shows another page."""
+    lm = ScriptedLM(generations=lambda t: "- A fact.", choices=lambda t: [-0.1, -3.0])
+    scorer = FactScorer(None, lm, kb, unit="sentence", retrieval="topic", k=2)
+    items = [
+        {"id": "ada", "topic": "Ada Lovelace", "response": "Ada Lovelace was born in 1815."},
+        {"id": "grace", "prompt": "Tell me a bio of Grace Hopper.", "topic": "Grace Hopper",
+         "response": "She worked at Bletchley Park. She was born in London in 1815."},
+        {"id": "none", "prompt": "Tell me a bio.", "response": "He worked at Bletchley Park."},
+        {"id": "open", "prompt": "Who worked at Bletchley Park?", "topic": "Grace Hopper",
+         "response": "Alan Turing worked at Bletchley Park.", "retrieval": "open"},
+    ]  # fmt: skip
+    res = {r["id"]: r for r in scorer.score(items)}
+    for rid in ("grace", "none"):
+        assert res[rid]["unknown_topic"] and res[rid]["score"] is None
+        assert res[rid]["n_facts"] == 0 and res[rid]["facts"] == [] and not res[rid]["abstained"]
+    assert res["ada"]["score"] == 1.0 and not res["ada"]["unknown_topic"]
+    assert res["open"]["score"] == 1.0 and not res["open"]["unknown_topic"]  # open: unaffected
+    assert scorer.counts["unknown_topic_items"] == 2
+    (choose,) = [c for c in lm.calls if c[0] == "choose"]
+    assert choose[1] == 2  # only Ada's fact and the open item's: Grace's never reach it
+    ada = {p["id"] for p in kb.topic_passages("Ada Lovelace")}
+    assert set(res["ada"]["facts"][0]["passages"]) <= ada
+    summary = aggregate(list(res.values()), gamma=0)
+    assert summary["n_unknown_topic"] == 2 and summary["unknown_topics"] == [
+        "Grace Hopper",
+        "(no topic)",
+    ]
+    assert summary["n_items"] == 4 and summary["n_responding"] == 2
+    assert summary["factscore"] == 1.0 and summary["respond_ratio"] == 1.0
+    assert summary["mean_facts"] == 1.0  # left-out items are no zero-fact responses
+
+
+def test_unknown_topic_fail_names_the_item_before_any_model_call(kb):
+    lm = ScriptedLM(generations=lambda t: "- A fact.", choices=lambda t: [-0.1, -3.0])
+    scorer = FactScorer(lm, lm, kb, retrieval="topic", k=2, unknown_topic="fail")
+    items = [
+        {"id": 1, "topic": "Ada Lovelace", "response": "Ada was born in 1815."},
+        {"id": 2, "topic": "Grace Hopper", "response": "She was born in 1906.",
+         "where": "bio.jsonl:2"},
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match=r"^bio.jsonl:2: topic 'Grace Hopper' is not a page"):
+        scorer.score(items)
+    with pytest.raises(ValueError, match=r"^item 3: no topic"):
+        scorer.score([{"id": 3, "prompt": "Tell me a bio.", "response": "x"}])
+    assert lm.calls == []
+    assert scorer.score(items[:1])[0]["score"] == 1.0
+    with pytest.raises(ValueError, match="unknown_topic 'drop'"):
+        FactScorer(lm, lm, kb, unknown_topic="drop")
 
 
 def test_atomic_mode_batches_one_generate_and_one_choose(kb):
@@ -320,6 +375,35 @@ def test_cli_end_to_end_and_cache(kb, tiny_model, tmp_path):
     assert [
         json.loads(line) for line in (tmp_path / "facts.jsonl").read_text().splitlines()
     ] == rows
+
+
+def test_cli_unknown_topic_skip_counts_and_fail_exits_2(kb, tiny_model, tmp_path, capsys):
+    from flame.cli import run
+    from flame.factscore.__main__ import main
+
+    gens = tmp_path / "gens.jsonl"
+    write_gens(gens, [
+        {"id": "a", "topic": "Ada Lovelace", "output": "Ada Lovelace was a mathematician."},
+        "",
+        {"id": "g", "topic": "Grace Hopper", "output": "Grace Hopper worked at Bletchley Park."},
+    ])  # fmt: skip
+    spec = json.dumps({"source": str(tiny_model), "batch_size": 8})
+    args = ["--input", str(gens), "--verifier", spec, "--unit", "sentence",
+            "--knowledge", str(kb.folder), "--out", str(tmp_path / "facts.jsonl"),
+            "--summary", str(tmp_path / "summary.json"), "--k", "2"]  # fmt: skip
+    summary = main(args)
+    assert summary["n_unknown_topic"] == 1 and summary["unknown_topics"] == ["Grace Hopper"]
+    assert summary["n_items"] == 2 and summary["n_scored"] == 1
+    assert summary["counts"]["unknown_topic_items"] == 1
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "facts.jsonl").open())}
+    assert rows["g"]["unknown_topic"] and rows["g"]["score"] is None and rows["g"]["facts"] == []
+    (tmp_path / "summary.json").unlink()
+    with pytest.raises(SystemExit) as err:
+        run(main, [*args, "--unknown-topic", "fail"])
+    assert err.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"error: {gens}:3: topic 'Grace Hopper' is not a page of the knowledge")
+    assert not (tmp_path / "summary.json").exists()
 
 
 def test_cli_rejects_malformed_lines_and_unbuilt_knowledge(kb, tmp_path):

@@ -206,6 +206,10 @@ def test_inversion_counts_kept_and_discarded_rewrites():
     assert counts == {"clean_responses": 5, "rewrites": 5, "kept": 1, "discarded_total": 4,
                       "discarded": {"unchanged": 1, "no_facts": 1, "empty": 1,
                                     "not_less_factual": 1}}  # fmt: skip
+    # b#0's rewrite was left out by RM_fact (topic retrieval, no page of its topic)
+    _, left = invert.select(originals, rewrites, scores, left_out={"b#0"})
+    assert left["discarded"] == {"unchanged": 1, "unknown_topic": 1, "empty": 1,
+                                 "not_less_factual": 1}  # fmt: skip
     (p,) = pairs
     assert p["chosen"] == "Wrong A." and p["rejected"] == "Clean A." and p["kind"] == "inversion"
     # an inversion pair lands in bucket 10 and is flipped back to (clean, hallucinated)

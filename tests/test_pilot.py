@@ -98,6 +98,7 @@ def test_data_cli_writes_sft_sets_pairs_and_counts(tmp_path):
         "people": 2,
         "selection": "all",
         "sets": {"SFT_PT": 6, "SFT_RAG": 6, "DPO_FS": 3, "DPO_RAG": 4},
+        "factscore": {"n_items": 7, "n_unknown_topic": 0, "unknown_topics": []},
     }
     sft = [json.loads(x) for x in (tmp_path / "sft/SFT_PT.jsonl").read_text().splitlines()]
     assert sft[0] == {
@@ -156,6 +157,25 @@ def test_fewshot_with_knowledge_retrieves_the_topic_page(tmp_path, tiny_model):
     assert len(out[0]["responses"]) == 1
 
 
+def test_data_counts_bios_whose_person_has_no_page(tmp_path):
+    """flame.rm_fact --retrieval topic left B's bios out (no page of B): no DPO_FS pair comes
+    from them and counts.json says how many were left out."""
+    pt = [{**PT[0], "topic": "A"}, {**PT[1], "topic": "B"}]
+    write_jsonl(tmp_path / "pt.jsonl", pt)
+    write_jsonl(tmp_path / "rag.jsonl", RAG)
+    fs = [{"id": "p1", "scores": FS["p1"], "unknown_topic": False},
+          {"id": "p2", "scores": [None] * 3, "unknown_topic": True}]  # fmt: skip
+    write_jsonl(tmp_path / "fs.jsonl", fs)
+    pilot.main(
+        ["data", "--pt", str(tmp_path / "pt.jsonl"), "--rag", str(tmp_path / "rag.jsonl")]
+        + ["--factscore", str(tmp_path / "fs.jsonl"), "--sft-dir", str(tmp_path / "sft")]
+        + ["--pairs-dir", str(tmp_path / "dpo"), "--counts", str(tmp_path / "c.json")]
+    )
+    counts = json.loads((tmp_path / "c.json").read_text())
+    assert counts["sets"]["DPO_FS"] == 2  # a1 > a0, a1 > a3; none of B's
+    assert counts["factscore"] == {"n_items": 7, "n_unknown_topic": 3, "unknown_topics": ["B"]}
+
+
 def _fact(fs, lo, hi):
     return {"bio": {"factscore": fs, "factscore_ci": {"n": 3, "lo": lo, "hi": hi}}}
 
@@ -190,7 +210,44 @@ def test_table1_rows_counts_paper_and_marks(tmp_path):
     md = (tmp_path / "t1.md").read_text()
     assert "paper, Llama-2 7B" in md
     assert "| SFT on PT's own bios | 18 (-) | 45.0 ± 10.0 (37.9) | not distinguishable |" in md
+    assert "†" not in md and rows["PT"]["bio_left_out"] == "0"
     with pytest.raises(SystemExit, match="SFT_RAG/factuality.json"):
         tables_extra.main(
             ["pilot", "--eval-dir", str(ev), "--rows", "PT", "SFT_RAG", "--out", str(out)]
         )
+
+
+def test_table1_says_how_many_bios_were_left_out(tmp_path):
+    """Bio FS of a model whose bios of people without a page were left out, and the DPO_FS
+    pairs built from PT bios so left out: the cells are marked and a note counts them."""
+    ev = tmp_path / "eval"
+    left = {"n_items": 4, "n_unknown_topic": 3, "unknown_topics": ["Doug Sheehan", "X", "Y"]}
+    models = {
+        "PT": {"bio": {**_fact(0.4, 0.3, 0.5)["bio"], **left}},
+        "SFT_PT+DPO_FS": {"bio": {"factscore": None, "n_scored": 0, **left, "n_unknown_topic": 4,
+                                  "unknown_topics": ["Doug Sheehan", "X", "Y", "Z"]}},
+    }  # fmt: skip
+    for m, f in models.items():
+        (ev / m).mkdir(parents=True)
+        (ev / m / "factuality.json").write_text(json.dumps(f))
+    counts = tmp_path / "counts.json"
+    counts.write_text(json.dumps({"sets": {"DPO_FS": 5}, "factscore": {
+        "n_items": 12, "n_unknown_topic": 6, "unknown_topics": ["Q", "R"]}}))  # fmt: skip
+    out = tmp_path / "t1"
+    tables_extra.main(
+        ["pilot", "--eval-dir", str(ev), "--rows", *models, "--baseline", "PT"]
+        + ["--pilot-counts", str(counts), "--out", str(out)]
+    )
+    lines = (tmp_path / "t1.csv").read_text().splitlines()
+    head = lines[0].split(",")
+    rows = {x.split(",")[0]: dict(zip(head, x.split(","), strict=True)) for x in lines[1:]}
+    assert rows["PT"]["bio_left_out"] == "3" and rows["SFT_PT+DPO_FS"]["bio_left_out"] == "4"
+    assert rows["SFT_PT+DPO_FS"]["train_left_out"] == "6" and rows["PT"]["train_left_out"] == ""
+    md = (tmp_path / "t1.md").read_text()
+    assert "| 40.0 ± 10.0 † (" in md and "| - † (" in md and "| 5 † (" in md
+    assert (
+        "† Bio FS, PT (few-shot): 3 of 4 bios left out: topic not in the knowledge source "
+        "(Doug Sheehan, X, Y)." in md
+    )
+    assert "4 of 4 bios left out" in md
+    assert "training examples / pairs, " in md and "6 of 12 PT bios left out" in md

@@ -257,6 +257,7 @@ def test_factscore_reads_factscores_own_format():
         "id": 1,
         "prompt": "Question: Tell me a bio of Ada Lovelace.",
         "topic": "Ada Lovelace",
+        "where": f"{GENERATIONS}:1",
         "response": items[0]["response"],
     }
     assert items[0]["response"].startswith("Ada Lovelace was an English mathematician.")

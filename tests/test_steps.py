@@ -156,8 +156,8 @@ def test_tables_render(tmp_path):
     assert "PT (5-shot)" in md and "62.5 (48.1)" in md
     assert "| SFT+DPO | 3 | 0 |" in (tmp_path / "t" / "table11_pairs.md").read_text()
     paired = (tmp_path / "t" / "table_paired.csv").read_text().splitlines()
-    assert "table2,SFT_fact,SFT,bio,3,50.00,50.00,50.00,higher" in paired
-    assert "table2,PT,SFT,bio,0,,,," in paired  # PT wrote no facts file
+    assert "table2,SFT_fact,SFT,bio,3,50.00,50.00,50.00,higher,0" in paired
+    assert "table2,PT,SFT,bio,0,,,,,0" in paired  # PT wrote no facts file
     assert (
         "| table2 | SFT_fact − SFT | Bio | +50.0 [+50.0, +50.0] | 3 | higher |"
         in (tmp_path / "t" / "table_paired.md").read_text()
@@ -214,3 +214,116 @@ def test_rm_if_cli_both_modes(tiny_model, tmp_path):
             assert sum(rec["judgments"][0]) == pytest.approx(1.0)
         else:
             assert all(len(j) == 2 for j in rec["judgments"])
+
+
+BIO_PAGES = [
+    {"title": "Stephen Hawking", "text": "Stephen Hawking was a renowned astrophysicist. He "
+     "was born in Oxford in 1942."},
+    {"title": "Ada Lovelace", "text": "Ada Lovelace was an English mathematician."},
+]  # fmt: skip
+BIO = [
+    {"id": "ada", "instruction": "Tell me a bio of Ada Lovelace.", "topic": "Ada Lovelace",
+     "responses": ["Ada Lovelace was an English mathematician."], "fact_based": True},
+    {"id": "doug", "instruction": "Tell me a bio of Doug Sheehan.", "topic": "Doug Sheehan",
+     "responses": ["Doug Sheehan was a renowned astrophysicist."], "fact_based": True},
+]  # fmt: skip
+
+
+@pytest.fixture
+def bio_kb(tmp_path):
+    from flame.knowledge import build
+
+    (tmp_path / "pages.jsonl").write_text("".join(json.dumps(p) + "\n" for p in BIO_PAGES))
+    build(f"jsonl:{tmp_path / 'pages.jsonl'}", tmp_path / "kb", max_passage_tokens=32)
+    (tmp_path / "bio.jsonl").write_text("".join(json.dumps(r) + "\n" for r in BIO))
+    return tmp_path / "kb", tmp_path / "bio.jsonl"
+
+
+def test_evaluate_leaves_out_a_bio_whose_person_has_no_page(bio_kb, tiny_model, tmp_path, capsys):
+    """Doug Sheehan has no page; his bio's claim is on Stephen Hawking's. Evaluate gives it no
+    score and counts it in factuality.json; --unknown-topic fail stops naming file and line."""
+    from flame import evaluate
+    from flame.cli import run
+    from flame.io import read_json, read_jsonl
+
+    kb, bio = bio_kb
+    spec = json.dumps({"source": str(tiny_model), "batch_size": 8})
+    args = ["--sets", f"bio={bio}:topic", "--verifier", spec, "--unit", "sentence",
+            "--knowledge", str(kb), "--k", "2", "--out", str(tmp_path / "factuality.json"),
+            "--facts-dir", str(tmp_path / "facts")]  # fmt: skip
+    evaluate.main(args)
+    s = read_json(tmp_path / "factuality.json")["bio"]
+    assert s["n_unknown_topic"] == 1 and s["unknown_topics"] == ["Doug Sheehan"]
+    assert s["n_items"] == 2 and s["n_scored"] == 1 and s["factscore_ci"]["n"] == 1
+    assert s["mean_correct_ci"]["n"] == 1 and s["respond_ratio"] == 1.0
+    assert {f["id"] for f in read_jsonl(tmp_path / "facts" / "bio.jsonl")} == {"ada"}
+    (tmp_path / "factuality.json").unlink()
+    with pytest.raises(SystemExit) as err:
+        run(evaluate.main, [*args, "--unknown-topic", "fail"])
+    assert err.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"error: {bio}:2: topic 'Doug Sheehan' is not a page of the knowledge")
+    assert not (tmp_path / "factuality.json").exists()
+
+
+def test_rm_fact_topic_retrieval_gives_a_pageless_person_no_reward(bio_kb, tiny_model, tmp_path):
+    from flame import rm_fact
+    from flame.io import read_jsonl
+
+    kb, bio = bio_kb
+    spec = json.dumps({"source": str(tiny_model), "batch_size": 8})
+    rm_fact.main(["--samples", str(bio), "--verifier", spec, "--unit", "sentence",
+                  "--retrieval", "topic", "--knowledge", str(kb), "--k", "2",
+                  "--out", str(tmp_path / "rm.jsonl"),
+                  "--facts", str(tmp_path / "f.jsonl")])  # fmt: skip
+    recs = {r["id"]: r for r in read_jsonl(tmp_path / "rm.jsonl")}
+    assert recs["doug"]["scores"] == [None] and recs["doug"]["n_facts"] == [0]
+    assert recs["doug"]["unknown_topic"] and not recs["ada"]["unknown_topic"]
+    assert recs["ada"]["scores"][0] is not None
+    assert {f["id"] for f in read_jsonl(tmp_path / "f.jsonl")} == {"ada#0"}
+
+
+def test_tables_mark_and_count_left_out_bios(tmp_path):
+    from flame import table_fdpo, tables
+
+    ev = tmp_path / "eval"
+    full = {
+        "factscore": 0.5,
+        "mean_correct": 1.0,
+        "mean_erroneous": 1.0,
+        "n_items": 4,
+        "n_unknown_topic": 0,
+        "unknown_topics": [],
+        "mean_length_chars": 10.0,
+    }
+    part = {**full, "n_unknown_topic": 3, "unknown_topics": ["Doug Sheehan", "A", "B"]}
+    for m, bio in [("SFT", full), ("SFT_fact", part)]:
+        (ev / m / "facts").mkdir(parents=True)
+        (ev / m / "factuality.json").write_text(
+            json.dumps({"bio": bio, "alpaca_fact": full, "fava": full})
+        )
+        (ev / m / "facts" / "bio.jsonl").write_text(json.dumps({"id": "p", "supported": True}))
+    tables.main(["--eval-dir", str(ev), "--dpo-dir", str(tmp_path / "dpo"),
+                 "--out-dir", str(tmp_path / "t"), "--table2-rows", "SFT", "SFT_fact",
+                 "--table3-rows", "SFT"])  # fmt: skip
+    head, *lines = (tmp_path / "t" / "table2_sft.csv").read_text().splitlines()
+    rows = {x.split(",")[0]: dict(zip(head.split(","), x.split(","), strict=True)) for x in lines}
+    assert rows["SFT_fact"]["bio_left_out"] == "3" and rows["SFT"]["bio_left_out"] == "0"
+    assert rows["SFT_fact"]["af_left_out"] == "0"
+    md = (tmp_path / "t" / "table2_sft.md").read_text()
+    assert md.count("†") == 2  # the SFT_fact Bio FS cell and its note
+    assert "| 50.0 † (48.5) |" in md
+    assert (
+        "† Bio FS, SFT_fact: 3 of 4 bios left out: topic not in the knowledge source "
+        "(Doug Sheehan, A, B)." in md.splitlines()
+    )
+    paired = (tmp_path / "t" / "table_paired.csv").read_text().splitlines()
+    assert "table2,SFT_fact,SFT,bio,1,0.00,0.00,0.00,not distinguishable,3" in paired
+    assert "3 of 4 bios left out" in (tmp_path / "t" / "table_paired.md").read_text()
+    table_fdpo.main(["--eval-dir", str(ev), "--out-dir", str(tmp_path / "f"),
+                     "--rows", "SFT=0", "SFT_fact=1"])  # fmt: skip
+    head, *lines = (tmp_path / "f" / "table_fdpo.csv").read_text().splitlines()
+    assert head.endswith(",bio_left_out,af_left_out,fava_left_out")
+    assert lines[1].endswith(",3,0,0") and lines[0].endswith(",0,0,0")
+    md = (tmp_path / "f" / "table_fdpo.md").read_text()
+    assert "| 50.000 † |" in md and "† Bio FS, F-DPO λ=1 (SFT_fact): 3 of 4 bios left out" in md

@@ -134,6 +134,19 @@ def test_examples_verbatim_positives_balanced_and_only_from_their_pages(kb):
         make_examples(kb, train, 4, ("year", "sarcasm"))
 
 
+def test_examples_leave_out_and_count_pages_the_knowledge_source_lacks(kb):
+    """A title with no page is left out (counted), never matched to another page: no example
+    carries it and no positive comes from elsewhere under its name."""
+    left: dict = {}
+    titles = ["Ada Varn", "Nobody Known", "Bram Olde"]
+    examples = make_examples(kb, titles, 20, KINDS, k=2, passage_chars=300, seed=0, left_out=left)
+    assert left == {"not_in_knowledge": ["Nobody Known"], "no_usable_sentence": []}
+    assert {e["title"] for e in examples} == {"Ada Varn", "Bram Olde"}
+    assert all(e["sentence"] in PAGES[e["title"]] for e in examples)
+    with pytest.raises(ValueError, match="1 not in the knowledge source"):
+        make_examples(kb, ["Nobody Known"], 4, KINDS)
+
+
 @pytest.mark.slow
 def test_train_verifier_on_a_tiny_model(kb, tiny_model, tmp_path):
     """The training path end to end: examples, steps, a loadable checkpoint that the scorer's

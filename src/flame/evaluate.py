@@ -8,6 +8,11 @@ of the entity's own page; Bio) or `open` (the instruction as query; Alpaca Fact,
 --only-fact-based NAME, only records the classifier marked fact-based are scored (Alpaca Fact is
 the fact-based subset of the AlpacaEval-style set).
 
+A topic-retrieval item whose topic is not a page of the knowledge source is never scored against
+other pages: it is left out of the set's FActScore and counted (``n_unknown_topic``, and
+``unknown_topics``: their names), or, with --unknown-topic fail, the step stops with an error
+naming its file and line.
+
 Example:
     python -m flame.evaluate --knowledge results/knowledge/embedded \
         --decomposer results/models/base/smollm2 --verifier results/models/base/smollm2 \
@@ -25,7 +30,7 @@ from pathlib import Path
 
 from flame.cli import run
 from flame.factscore.options import add_scorer_args, build_scorer, load_models
-from flame.io import read_jsonl, setup_logging, write_json, write_jsonl
+from flame.io import read_jsonl, record_lines, setup_logging, write_json, write_jsonl
 
 log = logging.getLogger("flame.evaluate")
 
@@ -45,7 +50,7 @@ def intervals(results: list[dict]) -> dict:
     of correct / erroneous facts (responding items), as `aggregate` defines those means."""
     from flame.stats import interval
 
-    responding = [r for r in results if not r["abstained"]]
+    responding = [r for r in results if not r["abstained"] and not r.get("unknown_topic")]
     return {
         "factscore_ci": interval([r["score"] for r in responding if r["n_facts"] > 0]),
         "mean_correct_ci": interval([r["n_supported"] for r in responding]),
@@ -77,16 +82,17 @@ def main(argv: list[str] | None = None) -> None:
     items_of: dict[str, list[dict]] = {}
     for name, path, _ in args.sets:
         recs = read_jsonl(path, required=("id", "instruction", "responses"))
-        if name in args.only_fact_based:
-            recs = [r for r in recs if r.get("fact_based")]
+        lines = record_lines(path)
         items_of[name] = [
             {
                 "id": f"{name}/{r['id']}",
                 "prompt": r["instruction"],
                 "topic": r.get("topic"),
                 "response": r["responses"][0] if r["responses"] else "",
+                "where": f"{path}:{line}",
             }
-            for r in recs
+            for r, line in zip(recs, lines, strict=True)
+            if name not in args.only_fact_based or r.get("fact_based")
         ]
     # one scorer call over all sets (each item carries its set's retrieval mode): one
     # decomposition batch and one verification batch, fuller batches, shared prefixes

@@ -53,15 +53,23 @@ def clean_responses(samples, rm_fact, threshold=1.0, limit=None, seed=0) -> list
     return out
 
 
-def select(originals: list[dict], rewrites: list[str], scores: list[float | None]):
+def select(
+    originals: list[dict],
+    rewrites: list[str],
+    scores: list[float | None],
+    left_out: frozenset[str] | set[str] = frozenset(),
+):
     """Keep a rewrite only if RM_fact finds it less factual than its original. Returns
-    (pairs, counts) with every discarded rewrite counted by reason."""
+    (pairs, counts) with every discarded rewrite counted by reason; ``left_out``: ids RM_fact
+    left out (topic retrieval, topic not in the knowledge source)."""
     pairs, discarded = [], Counter()
     for orig, text, score in zip(originals, rewrites, scores, strict=True):
         if not text.strip():
             discarded["empty"] += 1
         elif text.strip() == orig["response"].strip():
             discarded["unchanged"] += 1
+        elif orig["id"] in left_out:
+            discarded["unknown_topic"] += 1
         elif score is None:
             discarded["no_facts"] += 1
         elif score >= orig["score"]:
@@ -108,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("%d clean responses to rewrite", len(originals))
     rewrites: list[str] = []
     scores: list[float | None] = []
+    left_out: set[str] = set()
     if originals:
         lm = load_lm(args.hallucinator, cache=args.cache, threads=args.threads)
         prompts = [
@@ -125,9 +134,11 @@ def main(argv: list[str] | None = None) -> None:
             for o, text in zip(originals, rewrites, strict=True)
             if text.strip()
         ]
-        by_id = {r["id"]: r["score"] for r in (scorer.score(items) if items else [])}
+        results = scorer.score(items) if items else []
+        by_id = {r["id"]: r["score"] for r in results}
+        left_out = {r["id"] for r in results if r.get("unknown_topic")}
         scores = [by_id.get(o["id"]) for o in originals]
-    pairs, counts = select(originals, rewrites, scores)
+    pairs, counts = select(originals, rewrites, scores, left_out)
     write_jsonl(args.out, pairs)
     write_json(args.counts, {**counts, "threshold": args.threshold, "errors": args.errors})
     log.info("inversion: %s", counts)

@@ -48,6 +48,12 @@ def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[di
     return records
 
 
+def record_lines(path: str | os.PathLike) -> list[int]:
+    """Line numbers of the non-blank lines (the records read_jsonl returns, in order)."""
+    with Path(path).open(encoding="utf-8") as fh:
+        return [n for n, line in enumerate(fh, 1) if line.strip()]
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it to `path` only if the block succeeds."""

@@ -13,7 +13,11 @@ generations, or on retrieval-grounded ones, do to FActScore on Bio.
     all``: every pair, ties and unscored bios dropped, as the paper's 45 pairs of 10 samples;
     ``maxmin``: the best against the worst);
   - DPO_RAG: the j-th RAG bio chosen, the j-th own bio rejected.
-  Counts go to ``--counts`` ({name: examples or pairs}).
+  Counts go to ``--counts`` ({people, selection, sets: {name: examples or pairs}, factscore:
+  {n_items, n_unknown_topic, unknown_topics}}): a person whose page the knowledge source lacks
+  is never scored against another page (flame.rm_fact --retrieval topic leaves them out,
+  ``unknown_topic: true``); their bios make no DPO_FS pair and are counted here, and Table 1's
+  DPO_FS cell says so.
 
 Example:
     python -m flame.pilot prompts --entities embedded --knowledge results/knowledge/embedded \
@@ -142,7 +146,10 @@ def cmd_prompts(args) -> None:
 def cmd_data(args) -> None:
     pt = read_jsonl(args.pt, required=("id", "instruction", "responses"))
     rag = {r["id"]: r for r in read_jsonl(args.rag, required=("id", "responses"))}
-    scores = {r["id"]: r["scores"] for r in read_jsonl(args.factscore, required=("id", "scores"))}
+    fs_records = read_jsonl(args.factscore, required=("id", "scores"))
+    scores = {r["id"]: r["scores"] for r in fs_records}
+    unknown = {r["id"] for r in fs_records if r.get("unknown_topic")}
+    left = [s for s in pt if s["id"] in unknown]
     sets = {
         f"{args.sft_dir}/SFT_PT.jsonl": sft_examples(pt, "pt"),
         f"{args.sft_dir}/SFT_RAG.jsonl": sft_examples(list(rag.values()), "rag"),
@@ -153,8 +160,15 @@ def cmd_data(args) -> None:
     for path, records in sets.items():
         write_jsonl(path, records)
         counts[Path(path).stem.removeprefix("pairs_")] = len(records)
-    write_json(args.counts, {"people": len(pt), "selection": args.selection, "sets": counts})
-    log.info("pilot training sets: %s", counts)
+    factscore = {
+        "n_items": sum(len(s["responses"]) for s in pt),
+        "n_unknown_topic": sum(len(s["responses"]) for s in left),
+        "unknown_topics": list(dict.fromkeys(s.get("topic") or "(no topic)" for s in left)),
+    }
+    write_json(args.counts, {"people": len(pt), "selection": args.selection, "sets": counts,
+                             "factscore": factscore})  # fmt: skip
+    log.info("pilot training sets: %s; PT bios left out of FActScore (topic not in the "
+             "knowledge source): %d", counts, factscore["n_unknown_topic"])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

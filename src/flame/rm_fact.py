@@ -5,8 +5,13 @@ against passages retrieved with the instruction as the query (FLAME: 10 passages
 the share of supported facts, with no length penalty. A response with no facts (empty or
 abstaining) gets reward null and takes part in no fact pair. The FActScore engine does the work.
 
-Output: {id, scores: [reward per response or null], n_facts: [...]} per fact-based prompt, and
-the per-fact records in --facts.
+With --retrieval topic (the pilot's Bio bios), a prompt whose topic is not a page of the knowledge
+source is never checked against other pages: its responses get reward null and the record says
+``unknown_topic: true`` (--unknown-topic skip), or the step stops with an error naming its file
+and line (--unknown-topic fail).
+
+Output: {id, scores: [reward per response or null], n_facts: [...], unknown_topic: bool} per
+fact-based prompt, and the per-fact records in --facts.
 
 Example:
     python -m flame.rm_fact --samples dpo/SFT/samples.jsonl --knowledge results/knowledge/embedded \
@@ -21,7 +26,7 @@ import logging
 
 from flame.cli import run
 from flame.factscore.options import add_scorer_args, build_scorer, load_models
-from flame.io import read_jsonl, setup_logging, write_jsonl
+from flame.io import read_jsonl, record_lines, setup_logging, write_jsonl
 
 log = logging.getLogger("flame.rm_fact")
 
@@ -40,16 +45,16 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     from flame.knowledge import KnowledgeBase
 
-    samples = [
-        s
-        for s in read_jsonl(args.samples, required=("id", "instruction", "responses"))
-        if s.get("fact_based")
-    ]
+    records = read_jsonl(args.samples, required=("id", "instruction", "responses"))
+    lines = record_lines(args.samples)
+    samples = [(s, n) for s, n in zip(records, lines, strict=True) if s.get("fact_based")]
     items = [
-        {"id": f"{s['id']}#{j}", "prompt": s["instruction"], "topic": s.get("topic"), "response": x}
-        for s in samples
+        {"id": f"{s['id']}#{j}", "prompt": s["instruction"], "topic": s.get("topic"),
+         "response": x, "where": f"{args.samples}:{n}"}
+        for s, n in samples
         for j, x in enumerate(s["responses"])
-    ]
+    ]  # fmt: skip
+    samples = [s for s, _ in samples]
     log.info("%d fact-based prompts, %d responses to score", len(samples), len(items))
     results = []
     if items:
@@ -65,12 +70,15 @@ def main(argv: list[str] | None = None) -> None:
                 "id": s["id"],
                 "scores": [r["score"] for r in per],
                 "n_facts": [r["n_facts"] for r in per],
+                "unknown_topic": any(r.get("unknown_topic") for r in per),
             }
         )
     write_jsonl(args.out, records)
     write_jsonl(args.facts, ({"id": r["id"], **f} for r in results for f in r["facts"]))
     n_none = sum(x is None for r in records for x in r["scores"])
-    log.info("%d responses scored, %d without facts (reward null)", len(items), n_none)
+    n_out = sum(bool(r.get("unknown_topic")) for r in results)
+    log.info("%d responses scored, %d without facts (reward null), %d of them left out: topic "
+             "not in the knowledge source", len(items), n_none, n_out)  # fmt: skip
 
 
 if __name__ == "__main__":

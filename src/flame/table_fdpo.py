@@ -11,6 +11,10 @@ table_rm.{csv,md}: SFT + DPO_fact with fact pairs chosen by FActScore vs by the 
 reward model (RM_BT), the RM's held-out pairwise accuracy, its agreement with FActScore on the
 policy's samples (pairwise accuracy, Kendall tau-b) and responses/s of both.
 
+A FActScore column built without the responses whose topic the knowledge source lacks (topic
+retrieval; factuality.json's n_unknown_topic) is marked † with a note saying how many were left
+out (flame.tables.left_out_notes); the CSV's SET_left_out columns give the counts.
+
 With --models-dir, each row's `trained` column reads its checkpoint's train_summary.json: "yes",
 or "no pairs" for a DPO run that had zero preference pairs (allow_empty_pairs: the checkpoint is
 its init model unchanged, so its numbers are the init model's; a note says so). An untrained
@@ -32,6 +36,14 @@ from pathlib import Path
 
 from flame.cli import run
 from flame.io import read_json, read_jsonl, write_text
+from flame.tables import (
+    HEADERS,
+    left_out,
+    left_out_column,
+    left_out_count,
+    left_out_notes,
+    mark,
+)
 
 SETS = {"bio": "bio", "af": "alpaca_fact", "fava": "fava"}
 PAPER = {"paper: Qwen3-8B (before F-DPO)": 0.424, "paper: Qwen3-8B + F-DPO": 0.084}
@@ -63,9 +75,13 @@ def fdpo_metrics(eval_dir: Path, model: str, below: float, win: dict | None) -> 
     if win:
         decided = win["wins"] + win["losses"]
         row["win_rate"] = win["wins"] / decided if decided else None
+    row["left_out"], row["left_out_n"] = {}, {}
     for short, name in SETS.items():
         fs = (fact.get(name) or {}).get("factscore")
         row[f"{short}_fs"] = None if fs is None else 100.0 * fs
+        noun = "bios" if short == "bio" else "responses"
+        row["left_out"][f"{short}_fs"] = left_out(fact.get(name), noun)
+        row["left_out_n"][f"{short}_fs"] = left_out_count(fact.get(name))
     return row
 
 
@@ -93,7 +109,8 @@ def cell(x) -> str:
 
 
 def render(title: str, rows: dict[str, dict], cols: list[str], notes: list[str]):
-    csv_lines = [",".join(["model", *cols])]
+    fs = [c for c in cols if c.endswith("_fs")]
+    csv_lines = [",".join(["model", *cols, *map(left_out_column, fs)])]
     md = [
         f"### {title}",
         "",
@@ -102,9 +119,16 @@ def render(title: str, rows: dict[str, dict], cols: list[str], notes: list[str])
     ]
     for name, row in rows.items():
         csv_lines.append(
-            ",".join([name, *("" if row.get(c) is None else str(row[c]) for c in cols)])
+            ",".join(
+                [
+                    name,
+                    *("" if row.get(c) is None else str(row[c]) for c in cols),
+                    *((row.get("left_out_n") or {}).get(c, "") for c in fs),
+                ]
+            )
         )
-        md.append(f"| {name} | " + " | ".join(cell(row.get(c)) for c in cols) + " |")
+        md.append(f"| {name} | " + " | ".join(mark(cell(row.get(c)), row, c) for c in cols) + " |")
+    notes = [*notes, *left_out_notes(rows, {c: HEADERS[c] for c in fs})]
     return "\n".join(csv_lines) + "\n", "\n".join([*md, "", *notes]) + "\n"
 
 

@@ -11,6 +11,13 @@ baseline's win rate against itself is 50) follows the paper.
 A set the data stage left out (--data-manifest's info.missing_sets) gets a note under the
 tables.
 
+Left out: a FActScore cell built without some responses, because topic retrieval found no page
+of their topic in the knowledge source (factuality.json's n_unknown_topic / unknown_topics), is
+marked † in Markdown with a note under the table ("† Bio FS, SFT: 3 of 4 bios left out: topic
+not in the knowledge source (...)"); the CSV's SET_left_out columns give the count (0: none, ""
+where the set was not evaluated). ``left_out``, ``mark`` and ``left_out_notes`` do this for
+every table (flame.tables_extra, flame.table_fdpo).
+
 Error bars: every win-rate and FActScore cell carries n and a 95 % bootstrap interval (CSV
 columns METRIC_n, METRIC_lo, METRIC_hi after the paper's columns; ± half its width in Markdown).
 The last column, vs_baseline, says whether a row can be told apart from the table's baseline
@@ -57,6 +64,51 @@ HEADERS = {
     "fava_error": "FAVA E",
 }
 CI_METRICS = ("win", *(f"{s}_fs" for s in SETS))  # cells with n and a bootstrap interval
+LEFT_OUT_MARK = "†"
+LEFT_OUT_WHY = "topic not in the knowledge source"
+
+
+def left_out(summary: dict | None, noun: str = "responses") -> dict | None:
+    """{n, of, topics, noun} of the responses a set's FActScore left out (topic retrieval, no page
+    of their topic: flame.factscore.aggregate's n_unknown_topic); None when none was."""
+    n = (summary or {}).get("n_unknown_topic") or 0
+    if not n:
+        return None
+    return {"n": n, "of": summary.get("n_items"), "topics": list(summary.get("unknown_topics")
+            or []), "noun": noun}  # fmt: skip
+
+
+def left_out_count(summary: dict | None) -> str:
+    """The CSV cell SET_left_out: how many responses were left out ("" for no summary)."""
+    return "" if summary is None else str(summary.get("n_unknown_topic") or 0)
+
+
+def left_out_column(metric: str) -> str:
+    """bio_fs -> bio_left_out (the CSV column of a metric's left-out count)."""
+    return f"{metric.removesuffix('_fs')}_left_out"
+
+
+def mark(text: str, row: dict, metric: str) -> str:
+    """A Markdown cell, marked † when it was built with responses left out."""
+    return f"{text} {LEFT_OUT_MARK}" if (row.get("left_out") or {}).get(metric) else text
+
+
+def left_out_notes(rows: dict[str, dict], headers: dict[str, str], labels: dict | None = None):
+    """One line per marked cell, for under a table: which row, how many of how many left out,
+    and their topics (rows: {name: row}, row["left_out"]: {metric: left_out(...)})."""
+    notes = []
+    for name, row in rows.items():
+        for m, info in (row.get("left_out") or {}).items():
+            if not info or m not in headers:
+                continue
+            topics = info["topics"][:8]
+            more = ", ..." if len(info["topics"]) > len(topics) else ""
+            names = f" ({', '.join(topics)}{more})" if topics else ""
+            of = f" of {info['of']}" if info.get("of") is not None else ""
+            label = (labels or {}).get(name, name)
+            notes.append(f"{LEFT_OUT_MARK} {headers[m]}, {label}: {info['n']}{of} "
+                         f"{info['noun']} left out: {LEFT_OUT_WHY}{names}.")  # fmt: skip
+    return notes
 
 
 def paper() -> dict:
@@ -77,9 +129,11 @@ def model_row(
 ) -> dict:
     """A table row: the metrics, plus ``ci``: {metric: {n, lo, hi}} where an interval is known."""
     fact = read_json(eval_dir / model / "factuality.json")
-    row = {"win": win, "ci": {"win": win_ci}}
+    row = {"win": win, "ci": {"win": win_ci}, "left_out": {}, "left_out_n": {}}
     for short, name in SETS.items():
         s = fact.get(name) if (name == "bio" or not only_bio) else None
+        row["left_out"][f"{short}_fs"] = left_out(s, "bios" if short == "bio" else "responses")
+        row["left_out_n"][f"{short}_fs"] = left_out_count(s)
         ok = s is not None and s.get("factscore") is not None
         row[f"{short}_fs"] = 100.0 * s["factscore"] if ok else None
         row[f"{short}_correct"] = s["mean_correct"] if ok else None
@@ -152,7 +206,9 @@ def render(
     title: str, rows: dict[str, dict], ref: dict, labels: dict, baseline: str | None = None
 ) -> tuple[str, str]:
     ci_cols = [f"{m}_{k}" for m in CI_METRICS for k in ("n", "lo", "hi")]
-    cols = ["model", *METRICS, *(f"paper_{m}" for m in METRICS), *ci_cols, "vs_baseline"]
+    fs = [f"{s}_fs" for s in SETS]
+    cols = ["model", *METRICS, *(f"paper_{m}" for m in METRICS), *ci_cols,
+            *map(left_out_column, fs), "vs_baseline"]  # fmt: skip
     csv = [",".join(cols)]
     md = [
         f"### {title}",
@@ -173,13 +229,15 @@ def render(
                     *("" if row[m] is None else f"{row[m]:.4f}" for m in METRICS),
                     *("" if p.get(m) is None else str(p[m]) for m in METRICS),
                     *ci_fields(row),
+                    *(row.get("left_out_n", {}).get(m, "") for m in fs),
                     vs,
                 ]
             )
         )
-        cells = [f"{cell(row, m)} ({fmt(p.get(m))})" for m in METRICS]
+        cells = [f"{mark(cell(row, m), row, m)} ({fmt(p.get(m))})" for m in METRICS]
         md.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + f" | {vs} |")
-    return "\n".join(csv) + "\n", "\n".join(md) + "\n"
+    notes = left_out_notes(rows, HEADERS, labels)
+    return "\n".join(csv) + "\n", "\n".join([*md, *([""] + notes if notes else [])]) + "\n"
 
 
 def lengths(eval_dir: Path, models: list[str], ref: dict) -> tuple[str, str]:
@@ -253,7 +311,7 @@ def item_scores(eval_dir: Path, model: str, set_name: str) -> dict[str, float]:
 def paired_table(eval_dir: Path, tables: dict[str, tuple[list[str], str]]) -> tuple[str, str]:
     """Each model's FActScore minus its table's baseline's, per set, over the prompts both
     scored, with the paired bootstrap interval (flame.stats.paired_difference)."""
-    csv = ["table,model,baseline,set,n,diff,lo,hi,verdict"]
+    csv = ["table,model,baseline,set,n,diff,lo,hi,verdict,left_out"]
     md = [
         "### Paired FActScore differences against each table's baseline",
         "",
@@ -263,24 +321,41 @@ def paired_table(eval_dir: Path, tables: dict[str, tuple[list[str], str]]) -> tu
         "| table | model | set | difference | n | |",
         "|---|---|---|---|---|---|",
     ]
+    seen: dict[str, dict] = {}  # model -> {"left_out": {metric: info}}, for the notes
     for table, (models, baseline) in tables.items():
         for set_short, set_name in SETS.items():
             base = item_scores(eval_dir, baseline, set_name)
+            metric = f"{set_short}_fs"
             for m in models:
                 if m == baseline or m == "PT" and set_short != "bio":
                     continue
                 d = paired_difference(item_scores(eval_dir, m, set_name), base, scale=100.0)
                 v = verdict(d)
                 f = ["" if d[k] is None else f"{d[k]:.2f}" for k in ("mean", "lo", "hi")]
-                csv.append(f"{table},{m},{baseline},{set_short},{d['n']},{','.join(f)},{v}")
+                # the same prompts and knowledge source leave the same prompts out of both
+                pair = {x: set_left_out(eval_dir, x, set_name) for x in (m, baseline)}
+                out = max((i["n"] for i in pair.values() if i), default=0)
+                csv.append(f"{table},{m},{baseline},{set_short},{d['n']},{','.join(f)},{v},{out}")
+                for x, info in pair.items():
+                    if info:
+                        seen.setdefault(x, {"left_out": {}})["left_out"][metric] = info
                 cell = (
                     "-"
                     if d["mean"] is None
                     else f"{d['mean']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]"
                 )
-                name = HEADERS[f"{set_short}_fs"].removesuffix(" FS")
+                cell = mark(cell, {"left_out": {metric: out}}, metric)
+                name = HEADERS[metric].removesuffix(" FS")
                 md.append(f"| {table} | {m} − {baseline} | {name} | {cell} | {d['n']} | {v} |")
-    return "\n".join(csv) + "\n", "\n".join(md) + "\n"
+    notes = left_out_notes(seen, HEADERS)
+    return "\n".join(csv) + "\n", "\n".join([*md, *([""] + notes if notes else [])]) + "\n"
+
+
+def set_left_out(eval_dir: Path, model: str, set_name: str) -> dict | None:
+    """left_out() of a model's set, from its factuality.json (None when there is none)."""
+    path = eval_dir / model / "factuality.json"
+    summary = read_json(path).get(set_name) if path.exists() else None
+    return left_out(summary, "bios" if set_name == "bio" else "responses")
 
 
 def missing_note(manifest: Path | None) -> str:

@@ -13,9 +13,12 @@ n and a 95 % bootstrap interval ({mean, n, lo, hi}), our numbers beside the pape
   each kind of bios and DPO on each kind of pairs, with their training examples / pairs
   (--pilot-counts).
 
-CSV columns: model, METRIC..., paper_METRIC..., METRIC_n, METRIC_lo, METRIC_hi..., vs_baseline
-("baseline", "not distinguishable" when each interval overlaps the baseline row's, or the
-metrics that differ). Markdown: ours ± half the interval (paper).
+CSV columns: model, METRIC..., paper_METRIC..., METRIC_n, METRIC_lo, METRIC_hi..., bio_left_out
+(with a Bio FS column; train_left_out in Table 1), vs_baseline ("baseline", "not
+distinguishable" when each interval overlaps the baseline row's, or the metrics that differ).
+Markdown: ours ± half the interval (paper). A cell built without the responses whose topic the
+knowledge source lacks (Bio FS; Table 1's DPO_FS pairs, ranked by FActScore) is marked † with a
+note under the table saying how many were left out (flame.tables.left_out_notes).
 
 Example:
     python -m flame.tables_extra truthfulqa --eval-dir results/eval --baseline SFT+DPO \
@@ -30,7 +33,15 @@ from pathlib import Path
 from flame.cli import run
 from flame.io import read_json, write_text
 from flame.stats import half_width, overlaps
-from flame.tables import fmt, paper
+from flame.tables import (
+    fmt,
+    left_out,
+    left_out_column,
+    left_out_count,
+    left_out_notes,
+    mark,
+    paper,
+)
 
 # subcommand -> (title, summary file, paper table key, {metric: header})
 TABLES = {
@@ -73,6 +84,7 @@ TABLES = {
 }
 
 COUNTS = {"pairs", "train"}  # cells that are counts, not means: shown as integers
+LEFT_OUT_METRICS = ("bio_fs", "train")  # cells FActScore's left-out responses can touch
 # the paper's model where it is not Llama-2 70B
 PAPER_MODEL = {"table1_pilot": "Llama-2 7B"}
 # Table 1's rows -> the pilot's training set each was trained on (flame.pilot's counts)
@@ -91,7 +103,10 @@ def win_and_bio(eval_dir: Path, model: str, winrate: dict | None) -> dict:
     path = eval_dir / model / "factuality.json"
     if not path.exists():
         raise SystemExit(f"error: {path}: no such file (evaluate {model} first)")
-    bio = read_json(path).get("bio") or {}
+    summary = read_json(path).get("bio")
+    row["left_out"] = {"bio_fs": left_out(summary, "bios")}
+    row["left_out_n"] = {"bio_fs": left_out_count(summary)}
+    bio = summary or {}
     ci = bio.get("factscore_ci") or {}
     if bio.get("factscore") is not None:
         row["bio_fs"] = {
@@ -143,7 +158,10 @@ def render(
     left out."""
     metrics = [m for m in headers if any(r.get(m) for r in rows.values())]
     ci_cols = [f"{m}_{k}" for m in metrics for k in ("n", "lo", "hi")]
-    csv = [",".join(["model", *metrics, *(f"paper_{m}" for m in metrics), *ci_cols, "vs_baseline"])]
+    lo_metrics = [m for m in LEFT_OUT_METRICS if m in metrics]
+    lo_cols = [left_out_column(m) for m in lo_metrics]
+    csv = [",".join(["model", *metrics, *(f"paper_{m}" for m in metrics), *ci_cols, *lo_cols,
+                     "vs_baseline"])]  # fmt: skip
     md = [
         f"### {title}",
         "",
@@ -176,6 +194,7 @@ def render(
                         else num(cells[m].get(k))
                         for m in metrics for k in ("n", "lo", "hi")
                     ),
+                    *(str((row.get("left_out_n") or {}).get(m, "")) for m in lo_metrics),
                     vs,
                 ]
             )
@@ -188,9 +207,11 @@ def render(
             ours = str(mean) if m in COUNTS and mean is not None else fmt(mean)
             ours += "" if hw is None else f" ± {hw:.1f}"
             theirs = p.get(m)
+            ours = mark(ours, row, m)
             md_cells.append(f"{ours} ({theirs if m in COUNTS and theirs else fmt(theirs)})")
         md.append(f"| {labels.get(name, name)} | " + " | ".join(md_cells) + f" | {vs} |")
-    return "\n".join(csv) + "\n", "\n".join(md) + "\n"
+    notes = left_out_notes(rows, {m: headers[m] for m in metrics}, labels)
+    return "\n".join(csv) + "\n", "\n".join([*md, *([""] + notes if notes else [])]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -210,11 +231,16 @@ def main(argv: list[str] | None = None) -> None:
     ref = paper()
     rows = {}
     if args.table == "pilot":
-        sets = read_json(args.pilot_counts)["sets"] if args.pilot_counts else {}
+        counts = read_json(args.pilot_counts) if args.pilot_counts else {}
+        sets = counts.get("sets", {})
         for m in args.rows:
             rows[m] = win_and_bio(args.eval_dir, m, None)
             if PILOT_SETS.get(m) in sets:
                 rows[m]["train"] = {"mean": sets[PILOT_SETS[m]]}
+                if PILOT_SETS[m] == "DPO_FS":  # PT's bios ranked by FActScore
+                    fs = counts.get("factscore")
+                    rows[m]["left_out"]["train"] = left_out(fs, "PT bios")
+                    rows[m]["left_out_n"]["train"] = left_out_count(fs)
     elif filename is None:  # assembled from win rates, factuality and pair counts
         if args.winrate is None:
             raise SystemExit(f"error: {args.table} needs --winrate")

@@ -196,20 +196,24 @@ def main(argv: list[str] | None = None) -> dict:
     )
     if args.n_pages and args.n_pages < len(train_pages):
         train_pages = rng.sample(train_pages, args.n_pages)
+    left_out: dict = {}  # pages no example came from: not in the knowledge source, no sentence
     examples = make_examples(
-        kb, train_pages, args.n_examples, kinds, args.k, args.passage_chars, args.seed
-    )
+        kb, train_pages, args.n_examples, kinds, args.k, args.passage_chars, args.seed,
+        left_out=left_out,
+    )  # fmt: skip
     held = []
     if args.eval_examples and held_pages:
         pool = rng.sample(held_pages, min(len(held_pages), 4 * args.eval_examples))
         held = make_examples(
             kb, pool, args.eval_examples, kinds, args.k, args.passage_chars, args.seed + 1
         )
+    pages_left_out = {k: len(v) for k, v in left_out.items()}
     log.info(
-        "%d training examples from %d pages (%s); %d held-out examples from %d pages",
+        "%d training examples from %d pages (%s; left out: %s); %d held-out examples from %d pages",
         len(examples),
         len(train_pages),
         dict(Counter(e["kind"] for e in examples)),
+        pages_left_out,
         len(held),
         len(held_pages),
     )
@@ -275,6 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
         "examples_per_kind": dict(Counter(e["kind"] for e in examples)),
         "train_pages": len(train_pages),
         "held_out_pages": len(held_pages),
+        "train_pages_left_out": pages_left_out,
         "steps": args.steps,
         "batch_size": args.batch_size,
         "lr": args.lr,

@@ -482,7 +482,8 @@ def reranker_source(value):
 
 def scorer_args(section):
     """The FActScorer options of a config section beyond those each job spells out (the
-    cross-encoder re-ranker and FActScore's NP check)."""
+    cross-encoder re-ranker, FActScore's NP check, and what topic retrieval does with a topic
+    the knowledge source lacks: skip, the CLI default, or fail)."""
     c = config[section]
     args = []
     if c.get("reranker"):
@@ -491,6 +492,8 @@ def scorer_args(section):
         )
     if c.get("np_threshold") is not None:
         args.append(f"--np-threshold {c['np_threshold']}")
+    if c.get("unknown_topic", "skip") != "skip":
+        args.append(f"--unknown-topic {c['unknown_topic']}")
     return " ".join(args)
 
 

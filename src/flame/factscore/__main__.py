@@ -10,7 +10,10 @@ field names are given with --prompt-field, --topic-field and --response-field.
 Outputs: --out, one result per response: {id, topic, abstained, n_facts, n_supported, score,
 facts: [{sentence, fact, passages: [passage ids], supported, verifier_score}]} (+ item_id,
 sample); --summary: aggregate() (factscore, factscore_gamma, respond_ratio, mean_facts,
-mean_correct, mean_erroneous, n_items, ...) plus the settings, counts and LM call statistics.
+mean_correct, mean_erroneous, n_items, n_unknown_topic, unknown_topics, ...) plus the settings,
+counts and LM call statistics. With --retrieval topic, a record whose topic is not a page of
+the knowledge source is left out (result unknown_topic: true, score null; --unknown-topic skip)
+or stops the step with "error: FILE:LINE: topic ... is not a page ..." (--unknown-topic fail).
 
 Example:
     python -m flame.knowledge build --source embedded --out results/knowledge/embedded
@@ -30,7 +33,14 @@ from pathlib import Path
 
 from flame.cli import run
 from flame.factscore.options import add_scorer_args, build_scorer, load_models
-from flame.io import RecordError, read_jsonl, setup_logging, write_json, write_jsonl
+from flame.io import (
+    RecordError,
+    read_jsonl,
+    record_lines,
+    setup_logging,
+    write_json,
+    write_jsonl,
+)
 
 log = logging.getLogger("flame.factscore")
 
@@ -38,12 +48,6 @@ log = logging.getLogger("flame.factscore")
 PROMPT_FIELDS = ("prompt", "instruction", "input", "question")
 TOPIC_FIELDS = ("topic",)
 RESPONSE_FIELDS = ("response", "output", "generation", "completion", "text")
-
-
-def record_lines(path: Path) -> list[int]:
-    """Line numbers of the non-blank lines (the records read_jsonl returns, in order)."""
-    with path.open(encoding="utf-8") as fh:
-        return [n for n, line in enumerate(fh, 1) if line.strip()]
 
 
 def _field(rec: dict, where: str, names: tuple[str, ...], what: str):
@@ -81,7 +85,7 @@ def read_items(
                 "or --topic-field"
             )
         rid = rec.get("id", line)
-        base = {"prompt": prompt or "", "topic": topic}
+        base = {"prompt": prompt or "", "topic": topic, "where": where}
         many = rec.get("responses") if not response_field else None
         response = _field(rec, where, answers, "response")
         if response is not None:
@@ -166,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     write_json(args.summary, summary)
     log.info(
         "%d responses (%d abstained, %d empty): %d facts, %d decomposition fallbacks, "
-        "%d unknown topics; FActScore %s (gamma %s: %s); %d LM calls",
+        "%d left out (topic not in the knowledge source); FActScore %s (gamma %s: %s); %d LM calls",
         len(results), scorer.counts["abstained"], counts["empty_responses"],
         scorer.counts["facts"], scorer.counts["decompose_fallbacks"],
         scorer.counts["unknown_topic_items"], summary["factscore"], args.gamma,

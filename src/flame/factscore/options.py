@@ -33,6 +33,14 @@ def add_scorer_args(ap: argparse.ArgumentParser, retrieval: str = "topic", k: in
         help="FActScore's NP check: supported = verifier True AND the passages carry every"
         " salient token and this share of the other words (flame.factscore.support)",
     )
+    ap.add_argument(
+        "--unknown-topic",
+        choices=("skip", "fail"),
+        default="skip",
+        help="--retrieval topic, an item whose topic is not a page of the knowledge source (or"
+        " that has none): skip = leave it out of FActScore, counted (n_unknown_topic); fail ="
+        " stop with an error naming it. Never checked against other pages",
+    )
     ap.add_argument("--cache", help="SQLite cache of LM calls and retrievals")
     ap.add_argument("--threads", type=int, help="CPU threads for local models")
 
@@ -62,5 +70,6 @@ def build_scorer(args, decomposer, verifier, kb, **overrides):
         max_fact_tokens=args.max_fact_tokens, reranker=args.reranker,
         candidates=args.candidates, cache=args.cache,
         np_threshold=getattr(args, "np_threshold", None),
+        unknown_topic=getattr(args, "unknown_topic", "skip"),
     )  # fmt: skip
     return FactScorer(decomposer, verifier, kb, **{**kwargs, **overrides})

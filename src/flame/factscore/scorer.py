@@ -6,8 +6,12 @@ batched generate call for all sentences of all responses) -> retrieve passages -
 fact (one batched choose call). Retrieval modes:
 
   topic  FActScore: the passages of the topic's own page, ranked by BM25 against "topic fact",
-         top k per fact; items whose topic is missing or unknown fall back to open search with
-         the same query (counted as ``unknown_topic_items``).
+         top k per fact. An item whose topic the knowledge source lacks (or that has none) is
+         never checked against other pages: ``unknown_topic="skip"`` (default) leaves it out
+         (result ``unknown_topic: true``, no facts, score None, left out of ``aggregate`` and
+         counted there as ``n_unknown_topic`` / ``unknown_topics``, and in
+         ``counts["unknown_topic_items"]``); ``"fail"`` raises ValueError naming the item (its
+         ``where``, e.g. "file:line", when the item has one), as FActScore refuses such a topic.
   open   FLAME: the instruction is the query over the whole corpus, top k once per response;
          every fact of the response is checked against those passages.
 
@@ -60,6 +64,9 @@ ABSTAIN_PREFIXES = (
 ABSTAIN_PHRASES = ("no information", "find any information", "provide more")
 
 
+UNKNOWN_TOPIC = ("skip", "fail")  # what topic retrieval does with a topic the source lacks
+
+
 def is_abstained(response: str) -> bool:
     """A refusal: the response opens with "I'm sorry", "I don't know", "I cannot", ... or its
     first sentence says "no information" / "could not find any information" / "provide more"."""
@@ -96,11 +103,14 @@ class FactScorer:
         candidates: int = 20,
         cache: Cache | str | None = None,
         np_threshold: float | None = None,
+        unknown_topic: str = "skip",
     ):
         if unit not in ("atomic", "sentence"):
             raise ValueError(f"unknown unit {unit!r} (atomic or sentence)")
         if retrieval not in ("topic", "open"):
             raise ValueError(f"unknown retrieval {retrieval!r} (topic or open)")
+        if unknown_topic not in UNKNOWN_TOPIC:
+            raise ValueError(f"unknown unknown_topic {unknown_topic!r} (skip or fail)")
         if unit == "atomic" and decomposer is None:
             raise ValueError("unit='atomic' needs a decomposer LM")
         self.decomposer, self.verifier, self.kb = decomposer, verifier, kb
@@ -122,6 +132,7 @@ class FactScorer:
         if np_threshold is not None and not 0 <= np_threshold <= 1:
             raise ValueError(f"np_threshold must be in [0, 1] (got {np_threshold})")
         self.np_threshold = np_threshold
+        self.unknown_topic = unknown_topic
         self._key_base = None
         self.selector = None
         if unit == "atomic":
@@ -140,7 +151,26 @@ class FactScorer:
                 f"item {item.get('id', i)}: unknown retrieval {mode!r} (topic or open)"
             )
         return {"id": item.get("id", i), "prompt": prompt, "topic": item.get("topic") or None,
-                "response": response, "retrieval": mode}  # fmt: skip
+                "response": response, "retrieval": mode,
+                "where": item.get("where") or f"item {item.get('id', i)}"}  # fmt: skip
+
+    def _left_out(self, item: dict) -> bool:
+        """Whether topic retrieval cannot score ``item``: its topic is not a page of the
+        knowledge source (or it has none). With unknown_topic="fail" that is an error."""
+        if (item["retrieval"] or self.retrieval) != "topic" or self.kb.has_topic(item["topic"]):
+            return False
+        if self.unknown_topic == "fail":
+            what = (
+                f"topic {item['topic']!r} is not a page of the knowledge source"
+                if item["topic"]
+                else "no topic (topic retrieval needs the page title)"
+            )
+            raise ValueError(
+                f"{item['where']}: {what} ({getattr(self.kb, 'folder', 'kb')}); FActScore "
+                "cannot score it against its own page (unknown_topic: skip, or --unknown-topic "
+                "skip, leaves such items out and counts them)"
+            )
+        return True
 
     def _key(self, topic: str | None, query: str) -> str:
         if self._key_base is None:
@@ -199,29 +229,43 @@ class FactScorer:
                 requests.append((None, query))
                 owners.append((n, len(fs)))
                 continue
-            topic = it["topic"] or ""
-            known = self.kb.has_topic(topic)
-            self.counts["unknown_topic_items"] += not known
+            topic = it["topic"]
+            if not self.kb.has_topic(topic):  # score() leaves these out: never other pages
+                raise AssertionError(f"item {it['id']}: topic {topic!r} has no page")
             for _, fact in fs:
-                requests.append((topic if known else None, f"{topic} {fact}".strip()))
+                requests.append((topic, f"{topic} {fact}".strip()))
                 owners.append((n, 1))
         for (n, copies), hits in zip(owners, self.retrieve(requests), strict=True):
             out[n].extend([hits] * copies)
         return out
 
     def score(self, items: list[dict]) -> list[dict]:
-        """Score responses; an item is {id, prompt|instruction, topic (optional), response}."""
+        """Score responses; an item is {id, prompt|instruction, topic (optional), response,
+        retrieval (optional), where (optional: "file:line" for error messages)}."""
         items = [self._normalize(it, i) for i, it in enumerate(items)]
+        left_out = [self._left_out(it) for it in items]  # "fail": raises before any work
         c = self.counts
         sentences: list[list[str]] = []
         abstained = []
-        for it in items:
+        for it, out in zip(items, left_out, strict=True):
             c["items"] += 1
+            c["unknown_topic_items"] += out
+            if out:  # no facts, never retrieved from or verified against any page
+                abstained.append(False)
+                sentences.append([])
+                continue
             gave_up = self.detect_abstention and is_abstained(it["response"])
             abstained.append(gave_up)
             c["abstained"] += gave_up
             c["empty_responses"] += not it["response"].strip()
             sentences.append([] if gave_up else split_sentences(it["response"]))
+        if any(left_out):
+            names = left_out_topics([it for it, out in zip(items, left_out, strict=True) if out])
+            more = " ..." if len(names) > 10 else ""
+            log.warning(
+                "%d of %d items left out of FActScore: topic not in the knowledge source (%s)",
+                sum(left_out), len(items), ", ".join(names[:10]) + more,
+            )  # fmt: skip
         flat = [s for ss in sentences for s in ss]
         c["sentences"] += len(flat)
         per_sentence, fallbacks = decompose(
@@ -245,7 +289,9 @@ class FactScorer:
         supported, margins, n_text = verify(prompts, self.verifier)
         c["text_verdicts"] += n_text
         results, j = [], 0
-        for it, gave_up, fs, pss in zip(items, abstained, facts, passages, strict=True):
+        for it, out, gave_up, fs, pss in zip(
+            items, left_out, abstained, facts, passages, strict=True
+        ):
             rows = []
             for (sentence, fact), ps in zip(fs, pss, strict=True):
                 row = {"sentence": sentence, "fact": fact, "passages": [p["id"] for p in ps],
@@ -257,7 +303,7 @@ class FactScorer:
             n_sup = sum(r["supported"] for r in rows)
             results.append({
                 "id": it["id"], "topic": it["topic"], "abstained": gave_up,
-                "n_facts": len(rows), "n_supported": n_sup,
+                "unknown_topic": out, "n_facts": len(rows), "n_supported": n_sup,
                 "score": n_sup / len(rows) if rows and not gave_up else None, "facts": rows,
             })  # fmt: skip
         return results
@@ -276,10 +322,19 @@ def _mean(values: list[float]) -> float | None:
     return mean(values) if values else None
 
 
+def left_out_topics(results: list[dict]) -> list[str]:
+    """The topics (once each, in order; "(no topic)" for none) of ``results``."""
+    return list(dict.fromkeys(r["topic"] or "(no topic)" for r in results))
+
+
 def aggregate(results: list[dict], gamma: float = 10) -> dict:
     """FActScore's summary of scored responses. ``factscore`` = mean score over responding
     items with >= 1 fact (no length penalty); ``factscore_gamma`` applies the penalty
-    (gamma=0 disables it); counts are means over responding items."""
+    (gamma=0 disables it); counts are means over responding items. Items left out for a topic
+    the knowledge source lacks take part in nothing but ``n_unknown_topic`` / ``unknown_topics``
+    (``n_items`` counts every item, ``respond_ratio`` is over the others)."""
+    unknown = [r for r in results if r.get("unknown_topic")]
+    results = [r for r in results if not r.get("unknown_topic")]
     responding = [r for r in results if not r["abstained"]]
     scored = [r for r in responding if r["n_facts"] > 0]
     return {
@@ -292,7 +347,9 @@ def aggregate(results: list[dict], gamma: float = 10) -> dict:
         "mean_facts": _mean([r["n_facts"] for r in responding]),
         "mean_correct": _mean([r["n_supported"] for r in responding]),
         "mean_erroneous": _mean([r["n_facts"] - r["n_supported"] for r in responding]),
-        "n_items": len(results),
+        "n_items": len(results) + len(unknown),
         "n_responding": len(responding),
         "n_scored": len(scored),
+        "n_unknown_topic": len(unknown),
+        "unknown_topics": left_out_topics(unknown),
     }

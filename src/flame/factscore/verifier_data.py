@@ -170,21 +170,34 @@ def make_examples(
     passage_chars: int | None = 300,
     seed: int = 0,
     per_page: int = 3,
+    left_out: dict | None = None,
 ) -> list[dict]:
     """About ``n`` balanced examples from the pages ``titles``: half verbatim positives, half
     negatives spread over ``kinds`` (the rarest kind that applies to the sentence), from up to
     ``per_page`` sentences per page visit, consecutive in the output and sharing one context.
     Each: {prompt, label (bool), kind, title, claim, sentence}. The context is the page's
     passage, with up to k-1 passages of other pages (retrieved with its first sentence) as
-    distractors; ``absent`` negatives show the other pages' passages only."""
+    distractors; ``absent`` negatives show the other pages' passages only.
+
+    A title that is not a page of ``kb`` is left out (never matched to another page), as is a
+    page without a usable sentence; ``left_out``, when given, is filled with
+    {"not_in_knowledge": [titles], "no_usable_sentence": [titles]}."""
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ValueError(f"unknown corruption kinds {sorted(unknown)} (one of {', '.join(KINDS)})")
     rng = random.Random(seed)
+    titles = list(dict.fromkeys(titles))
+    missing = [t for t in titles if not kb.has_topic(t)]
     pages = [(t, *page_sentences(kb, t, passage_chars)) for t in titles if kb.has_topic(t)]
+    unusable = [p[0] for p in pages if not p[2]]
     pages = [p for p in pages if p[2]]
+    if left_out is not None:
+        left_out.update(not_in_knowledge=missing, no_usable_sentence=unusable)
     if not pages:
-        raise ValueError("no page with a usable sentence among the verifier's pages")
+        raise ValueError(
+            f"no page with a usable sentence among the verifier's {len(titles)} pages "
+            f"({len(missing)} not in the knowledge source, {len(unusable)} without a sentence)"
+        )
     donors = sorted({x for _, _, ss in pages for s in ss for x in names(s)})
     out: list[dict] = []
     counts = dict.fromkeys(kinds, 0)
