@@ -9,6 +9,7 @@ from flame.knowledge import (
     KnowledgeBase,
     build,
     chunk_text,
+    export_sqlite,
     iter_documents,
     main,
 )
@@ -147,3 +148,36 @@ def test_embedded_wiki_summaries_and_index(tmp_path):
     kb = KnowledgeBase.load(tmp_path / "kb")
     assert kb.meta["n_pages"] == 10033
     assert kb.search("Tell me a bio of Albert Einstein.", 3)[0]["title"] == "Albert Einstein"
+
+
+def test_export_writes_factscores_layout_that_reads_back(tmp_path):
+    """`flame.knowledge export` (make shrink-data): FActScore's SQLite layout, passages joined by
+    its separator; --max-pages keeps the --include pages; a name with no page is reported."""
+    pages = tmp_path / "pages.jsonl"
+    rows = [
+        {"title": f"Page {i}", "text": f"Sentence one of {i}. Sentence two of {i}."}
+        for i in range(20)
+    ]
+    pages.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    db = tmp_path / "kb.db"
+    counts = export_sqlite(
+        f"jsonl:{pages}", db, max_passage_tokens=4, max_pages=5, include=["Page 7", "Nobody"]
+    )
+    assert counts["pages"] == 5 and counts["include_without_page"] == ["Nobody"]
+    conn = sqlite3.connect(db)
+    got = dict(conn.execute("SELECT title, text FROM documents").fetchall())
+    conn.close()
+    assert len(got) == 5 and "Page 7" in got and "Nobody" not in got
+    assert got["Page 7"] == "Sentence one of 7.####SPECIAL####SEPARATOR####Sentence two of 7."
+    back = dict(iter_documents(f"sqlite:{db}"))
+    assert back["Page 7"] == ["Sentence one of 7.", "Sentence two of 7."]
+    # without --max-pages every page; the same seed gives the same sample
+    assert export_sqlite(f"jsonl:{pages}", db)["pages"] == 20
+    a = export_sqlite(f"jsonl:{pages}", tmp_path / "a.db", max_pages=3, seed=1)
+    b = export_sqlite(f"jsonl:{pages}", tmp_path / "b.db", max_pages=3, seed=1)
+    read = [
+        sorted(t for (t,) in sqlite3.connect(p).execute("SELECT title FROM documents"))
+        for p in (tmp_path / "a.db", tmp_path / "b.db")
+    ]
+    assert a == b and read[0] == read[1] and len(read[0]) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db", "b.db", "kb.db", "pages.jsonl"]
