@@ -83,3 +83,11 @@ def workflow_dir(tmp_path) -> Path:
     for folder in ["workflow", "envs", "profiles"]:
         shutil.copytree(ROOT / folder, tmp_path / folder)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def shrink_data(tmp_path_factory) -> Path:
+    """`make shrink-data` (workflow/configs/shrink.yaml's DB and re-ranker), built once."""
+    from shrunk import build_shrink_data
+
+    return build_shrink_data(tmp_path_factory.mktemp("shrink") / "shrink")

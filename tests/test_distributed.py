@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCEL = ROOT / "workflow/accelerate"
@@ -227,17 +226,16 @@ def test_deepspeed_run_resumes_after_kill(tiny_model, data, tmp_path):
     assert gen.shape[1] == ids["input_ids"].shape[1] + 4
 
 
-def test_workflow_dag_under_accelerate(workflow_dir, tiny_model):
-    """workflow/configs/multiproc.yaml layered on the default: every SFT and DPO job of the DAG
-    runs as 2 DeepSpeed ZeRO-3 processes, and the tables come out."""
-    from test_end_to_end import TABLE3_ROWS, check_tables, snakemake, tiny_config
+def test_workflow_dag_under_accelerate(workflow_dir, tiny_model, shrink_data):
+    """workflow/configs/multiproc.yaml layered on the default, shrunk, on the tiny model: every SFT
+    and DPO job of the DAG runs as 2 DeepSpeed ZeRO-3 processes, and the tables come out."""
+    from shrunk import configfiles, link_inputs
+    from test_end_to_end import TABLE3_ROWS, check_tables, snakemake
 
     wd = workflow_dir
-    cfg = tiny_config(tiny_model)
-    multiproc = yaml.safe_load((ROOT / "workflow/configs/multiproc.yaml").read_text())
-    cfg["training"].update(multiproc["training"])
-    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
-    res = snakemake(wd, "--cores", "2")
+    link_inputs(wd, shrink_data)
+    res = snakemake(wd, "--cores", "2",
+                    *configfiles(wd, ["workflow/configs/multiproc.yaml"], tiny_model))  # fmt: skip
     assert res.returncode == 0, res.stderr[-4000:]
     check_tables(wd / "results", TABLE3_ROWS, strict=False)
     models = sorted((wd / "results/models").glob("*/*/train_summary.json"))
