@@ -184,6 +184,13 @@ def check_fdpo_and_rm():
         raise ValueError(
             "config rm_fact.mode reward_model: set rm_fact.reward_model to a reward model folder"
         )
+    init = RM.get("init", "SFT")
+    if RM.get("enabled") and init not in config["models"]:
+        if init not in SFT_NAMES and "+" not in init:
+            raise ValueError(
+                f"config reward_model.init: unknown model {init!r}; a name from models or a "
+                f"trained model ({', '.join(SFT_NAMES)}, or e.g. SFT+DPO)"
+            )
 
 
 check_roles()
