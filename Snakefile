@@ -53,6 +53,7 @@ if FDPO_ROWS:
 
 
 include: "workflow/rules/reward_model.smk"
+include: "workflow/rules/checks.smk"
 
 
 rule all:

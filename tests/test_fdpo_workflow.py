@@ -52,10 +52,12 @@ def test_lambda_list_grows_the_rows(workflow_dir):
 
 
 def test_paper_settings_reach_the_fdpo_jobs(workflow_dir):
-    """fdpo_paper.yaml on the paper config: the paper's lambda grid, QLoRA r 32 / alpha 64,
-    lr 1.8e-6, 3 epochs, beta 0.1 and the bucket shares are what the jobs get."""
-    res = snakemake("-n", "-p", "--cores", "8", "--configfile", "workflow/configs/paper.yaml",
-                    "workflow/configs/fdpo_paper.yaml", cwd=workflow_dir)  # fmt: skip
+    """fdpo_paper.yaml on the paper config and the Slurm profile (its 8-node training needs the
+    profile's per-node GPUs): the paper's lambda grid, QLoRA r 32 / alpha 64, lr 1.8e-6, 3
+    epochs, beta 0.1 and the bucket shares are what the jobs get."""
+    res = snakemake("-n", "-p", "--configfile", "workflow/configs/paper.yaml",
+                    "workflow/configs/fdpo_paper.yaml", "--workflow-profile",
+                    "workflow/profiles/slurm", cwd=workflow_dir)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = counts(res.stdout)
     assert jobs["train_fdpo"] == 10 and jobs["train_rm"] == 1 and jobs["table_fdpo"] == 1
@@ -91,6 +93,14 @@ def test_empty_pairs_flags_reach_the_reward_model_rules(workflow_dir):
         ({"roles": {"hallucinator": "nobody"}}, "roles.hallucinator: unknown model"),
         ({"rm_fact": {"mode": "reward_model"}}, "rm_fact.mode"),
         ({"dpo": {"allow_empty_pairs": False}}, "needs dpo.allow_empty_pairs"),
+        ({"reward_model": {"init": "nobody"}}, "reward_model.init: unknown model"),
+        (
+            {
+                "models": {"api": {"backend": "openai", "model": "m"}},
+                "reward_model": {"init": "api"},
+            },
+            "reward_model.init: an HTTP-served model cannot be trained",
+        ),
     ],
 )
 def test_bad_fdpo_config_fails_before_any_job(workflow_dir, edit, message):

@@ -388,6 +388,7 @@ def paper_on_fixtures(workflow_dir):
     cfg = yaml.safe_load((workflow_dir / "workflow/configs/paper.yaml").read_text())
     cfg["data"]["hub"] = {**{k: str(v) for k, v in FILES.items()}, "n_seed": 3}
     cfg["knowledge"]["source"] = f"sqlite:{DB}"
+    cfg["training"].update(nodes=1, num_processes=8)  # one machine (one-node.yaml), no Slurm
     (workflow_dir / "paper_fixtures.yaml").write_text(yaml.safe_dump(cfg))
     return workflow_dir
 

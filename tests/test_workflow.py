@@ -36,6 +36,9 @@ STEPS = [
 ]
 
 
+OPENAI_API = {"backend": "openai", "base_url": "https://api.openai.com/v1", "model": "gpt-4-turbo"}
+
+
 def snakemake(*args, cwd=ROOT, timeout=120):
     return subprocess.run(
         [*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
@@ -123,6 +126,84 @@ def test_training_chain_threads_and_priorities(workflow_dir, threads, baseline):
         (
             lambda c: c["training"].update(nodes=2, launcher="accelerate", num_processes=3),
             "multiple of training.nodes",
+        ),
+        # values a step would reject that the types alone let through
+        (lambda c: c["models"].update({"my model": c["models"]["smollm2"]}), "'my model' does not"),
+        (lambda c: c["models"]["smollm2"].pop("source"), "'source' is a required property"),
+        (lambda c: c["truthfulqa"].update(data="nowhere/mc_task.json"), "truthfulqa.data: no file"),
+        (lambda c: c.update(truthfulqa={"baseline": "SFT_fact"}), "truthfulqa.baseline"),
+        (
+            lambda c: (
+                c.update(tables=["table9_alignment_tax"]),
+                c.update(alignment_tax={"mmlu": "nowhere"}),
+            ),
+            "alignment_tax.mmlu: no folder",
+        ),
+        (
+            lambda c: (
+                c.update(tables=["table1_bio_pilot"]),
+                c.update(pilot={"entities": "nowhere.txt"}),
+            ),
+            "pilot.entities: no file",
+        ),
+        (
+            lambda c: c["training"].update(launcher="accelerate", accelerate_config="nowhere.yaml"),
+            "training.accelerate_config: no file",
+        ),
+        (
+            lambda c: c["rm_fact"].update(mode="reward_model", reward_model="nowhere"),
+            "rm_fact.reward_model: no folder",
+        ),
+        # a role whose backend lacks what its step needs
+        (
+            lambda c: (
+                c["trained_models"].update(backend="openai", model="x"),
+                c["classify"].update(mode="prompt"),
+            ),
+            "trained_models.backend",
+        ),
+        (
+            lambda c: (c["models"].update(gpt4=OPENAI_API), c["roles"].update(eval_judge="gpt4")),
+            "winrate.mode: reverse",
+        ),
+        (
+            lambda c: (
+                c["models"].update(gpt4=OPENAI_API),
+                c["roles"].update(chat_baseline="gpt4"),
+                c.update(truthfulqa={"models": ["SFT+DPO", "Chat"]}),
+            ),
+            "truthfulqa.models: 'Chat' is served by the OpenAI API",
+        ),
+        (
+            lambda c: (
+                c["models"].update(served={**OPENAI_API, "base_url": "http://h:8000/v1"}),
+                c["roles"].update(chat_baseline="served"),
+                c.update(tables=["table9_alignment_tax"]),
+                c.update(alignment_tax={"models": ["SFT+DPO", "Chat"]}),
+            ),
+            "alignment_tax.models: 'Chat' is served by backend openai",
+        ),
+        (
+            lambda c: (
+                c["models"].update(gpt4=OPENAI_API),
+                c["roles"].update(fact_verifier="verifier"),
+                c["verifier"].update(init="gpt4"),
+            ),
+            "verifier.init: an HTTP-served model cannot be trained",
+        ),
+        # dense retrieval in rules run by a vLLM python that cannot import faiss (/bin/false)
+        (
+            lambda c: (
+                c["models"]["smollm2"].update(backend="vllm"),
+                c.update(vllm_python="/bin/false"),
+                c["knowledge"].update(retriever="dense"),
+            ),
+            "config knowledge.retriever: rules eval_factuality, rm_fact run under the vLLM python",
+        ),
+        # several Slurm nodes per training job without the Slurm profile's per-node GPUs
+        (
+            lambda c: c["training"].update(nodes=2, launcher="accelerate", num_processes=2),
+            "training.nodes: 2 nodes per training job need Slurm",
         ),
     ],
 )

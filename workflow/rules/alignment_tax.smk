@@ -25,7 +25,8 @@ if "table9_alignment_tax" in EXTRA_TABLES:
     )
 TAX_ARGS = " ".join(
     [
-        f"--mmlu {TAX['mmlu']} --gsm8k {TAX['gsm8k']} --mmlu-shots {TAX['mmlu_shots']}",
+        f"--mmlu {shlex.quote(TAX['mmlu'])} --gsm8k {shlex.quote(TAX['gsm8k'])}",
+        f"--mmlu-shots {TAX['mmlu_shots']}",
         f"--gsm8k-shots {TAX['gsm8k_shots']} --max-gen-toks {TAX['max_gen_toks']}",
         f"--batch-size {TAX['batch_size']}",
         f"--limit {TAX['limit']}" if TAX["limit"] else "",
@@ -79,9 +80,9 @@ rule table9:
     params:
         py=PY,
         eval_dir=lambda wc, input: Path(input[0]).parent.parent,
-        rows=" ".join(f"'{m}'" for m in TAX["models"]),
+        rows=" ".join(map(shlex.quote, TAX["models"])),
         baseline=TAX["baseline"],
         out=lambda wc, output: output.csv[: -len(".csv")],
     shell:
         "{params.py} -m flame.tables_extra alignment-tax --eval-dir {params.eval_dir}"
-        " --rows {params.rows} --baseline '{params.baseline}' --out {params.out} > {log} 2>&1"
+        " --rows {params.rows} --baseline={params.baseline:q} --out {params.out} > {log} 2>&1"

@@ -3,6 +3,7 @@
 
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ BENCH = f"{R}/benchmarks"
 PY = (
     "python"
     if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-    else sys.executable
+    else shlex.quote(sys.executable)
 )
 
 # Steps print bad input as one `error: file:line: ...` line (flame.cli); in a rule's log the
@@ -183,6 +184,13 @@ def check_fdpo_and_rm():
         raise ValueError(
             "config rm_fact.mode reward_model: set rm_fact.reward_model to a reward model folder"
         )
+    init = RM.get("init", "SFT")
+    if RM.get("enabled") and init not in config["models"]:
+        if init not in SFT_NAMES and "+" not in init:
+            raise ValueError(
+                f"config reward_model.init: unknown model {init!r}; a name from models or a "
+                f"trained model ({', '.join(SFT_NAMES)}, or e.g. SFT+DPO)"
+            )
 
 
 check_roles()
@@ -247,13 +255,20 @@ def model_input(name):
     return resolve(name)[1]
 
 
-def recipe_args(section, keys_to_skip=()):
-    """A trainer section of the config as `--set key=value` arguments."""
+def set_args(recipe, keys_to_skip=()):
+    """A recipe mapping as `--set key=<JSON>` arguments, each one shell word (the trainers read
+    the value as YAML, of which JSON is a subset: strings with spaces or quotes arrive intact).
+    """
     return " ".join(
-        f"--set {k}={json.dumps(v)}"
-        for k, v in config[section].items()
+        f"--set {shlex.quote(f'{k}={json.dumps(v)}')}"
+        for k, v in recipe.items()
         if k not in keys_to_skip
     )
+
+
+def recipe_args(section, keys_to_skip=()):
+    """A trainer section of the config as `--set key=value` arguments."""
+    return set_args(config[section], keys_to_skip)
 
 
 TRAINING = config["training"]
@@ -276,13 +291,14 @@ def launcher():
     if TRAIN_NODES > 1:
         return (
             f"srun --nodes {TRAIN_NODES} --ntasks-per-node 1 --kill-on-bad-exit=1"
-            f" {PY} -m flame.launch --config_file {t['accelerate_config']}"
+            f" {PY} -m flame.launch --config_file {shlex.quote(t['accelerate_config'])}"
             f" --num_processes {t['num_processes']} --"
         )
     if t.get("launcher", "python") == "python":
         return PY
     return (
-        f"{PY} -m accelerate.commands.launch --config_file {t['accelerate_config']}"
+        f"{PY} -m accelerate.commands.launch"
+        f" --config_file {shlex.quote(t['accelerate_config'])}"
         f" --num_processes {TRAIN_PROCS} --main_process_port 0"
     )
 
@@ -354,7 +370,7 @@ def rule_python(*roles, policy_backend=False):
             "--use-conda, or set FLAME_VLLM_PYTHON)",
             file=sys.stderr,
         )
-    return VLLM_PY
+    return shlex.quote(VLLM_PY)
 
 
 MISSING = set()
@@ -391,7 +407,9 @@ def data_args():
         if k.startswith(only) and v is not None
     ]
     for k, v in d.get("hub", {}).items():  # null: the set is left out
-        args.append(f"--{k.replace('_', '-')} {'none' if v is None else v}")
+        args.append(
+            f"--{k.replace('_', '-')} {shlex.quote(str('none' if v is None else v))}"
+        )
     return " ".join(args)
 
 
@@ -432,7 +450,7 @@ def eval_sets(wc):
             f"alpaca_fact={d}/alpaca.jsonl:{r['alpaca_fact']}",
             f"fava={d}/fava.jsonl:{r['fava']}",
         ]
-    return " ".join(sets)
+    return " ".join(map(shlex.quote, sets))
 
 
 def eval_generations(wc):
@@ -462,15 +480,16 @@ def winrate_inputs(wc):
 
 def winrate_args(wc):
     base, models = WINRATE[wc.table]
-    named = " ".join(f"'{m}={R}/eval/{m}/alpaca.jsonl'" for m in models)
-    return f"--baseline '{base}={R}/eval/{base}/alpaca.jsonl' --models {named}"
+    named = " ".join(shlex.quote(f"{m}={R}/eval/{m}/alpaca.jsonl") for m in models)
+    baseline = shlex.quote(f"{base}={R}/eval/{base}/alpaca.jsonl")
+    return f"--baseline {baseline} --models {named}"
 
 
 def knowledge_args():
     k = config["knowledge"]
-    args = f"--retriever {k.get('retriever', 'bm25')}"
+    args = f"--retriever {shlex.quote(k.get('retriever', 'bm25'))}"
     if k.get("dense_model"):
-        args += f" --dense-model {k['dense_model']}"
+        args += f" --dense-model {shlex.quote(k['dense_model'])}"
     return args
 
 
@@ -488,7 +507,8 @@ def scorer_args(section):
     args = []
     if c.get("reranker"):
         args.append(
-            f"--reranker {reranker_source(c['reranker'])} --candidates {c.get('candidates', 20)}"
+            f"--reranker {shlex.quote(reranker_source(c['reranker']))}"
+            f" --candidates {c.get('candidates', 20)}"
         )
     if c.get("np_threshold") is not None:
         args.append(f"--np-threshold {c['np_threshold']}")

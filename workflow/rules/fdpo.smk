@@ -37,7 +37,7 @@ rule invert:
     shell:
         "{params.py} -m flame.invert --samples {input.samples} --rm-fact {input.rm_fact}"
         " --hallucinator {params.hallucinator:q} --out {output.pairs} --counts {output.counts}"
-        " --threshold {params.f[threshold]} --errors {params.f[inversion][errors]:q}"
+        " --threshold {params.f[threshold]} --errors={params.f[inversion][errors]:q}"
         " --max-rewrites {params.f[inversion][max_rewrites]}"
         " --temperature {params.f[inversion][temperature]} --top-p {params.f[inversion][top_p]}"
         " --max-new-tokens {params.f[inversion][max_new_tokens]} --seed {params.seed}"
@@ -96,11 +96,7 @@ rule train_fdpo:
     params:
         launcher=launcher(),
         threads=process_threads,
-        recipe=" ".join(
-            f"--set {k}={json.dumps(v)}"
-            for k, v in FDPO.get("recipe", {}).items()
-            if k != "allow_empty_pairs"
-        ),
+        recipe=set_args(FDPO.get("recipe", {}), keys_to_skip=("allow_empty_pairs",)),
         allow_empty=(
             "--allow-empty" if FDPO.get("recipe", {}).get("allow_empty_pairs") else ""
         ),

@@ -46,7 +46,7 @@ rule pilot_prompts:
         c=PILOT_CFG,
         seed=config["seed"],
     shell:
-        "{params.py} -m flame.pilot prompts --entities {params.c[entities]:q}"
+        "{params.py} -m flame.pilot prompts --entities={params.c[entities]:q}"
         " --knowledge {input.knowledge} --exclude {input.data} --n {params.c[n_people]}"
         " --seed {params.seed} --out {output} > {log} 2>&1"
 

@@ -27,14 +27,12 @@ if RM_ROWS:
             launcher=launcher(),
             threads=process_threads,
             init=lambda wc: json.loads(model_spec(RM["init"]))["source"],
-            recipe=" ".join(
-                f"--set {k}={json.dumps(v)}" for k, v in RM.get("recipe", {}).items()
-            ),
+            recipe=set_args(RM.get("recipe", {})),
             c=RM,
             seed=config["seed"],
             allow_empty="--allow-empty" if RM.get("allow_empty_pairs") else "",
         shell:
-            "{params.launcher} -m flame.train_rm --init {params.init} --samples {input.samples}"
+            "{params.launcher} -m flame.train_rm --init {params.init:q} --samples {input.samples}"
             " --rm-fact {input.rm_fact} --out {output.model} --metrics {output.metrics}"
             " --pairs {params.c[pairs]} --min-gap {params.c[min_gap]}"
             " --margin-scale {params.c[margin_scale]} --heldout {params.c[heldout]}"
@@ -172,7 +170,7 @@ if config["rm_fact"].get("mode") == "reward_model":
         params:
             py=PY,
         shell:
-            "{params.py} -m flame.rm_bt --model {input.model} --samples {input.samples}"
+            "{params.py} -m flame.rm_bt --model {input.model:q} --samples {input.samples}"
             " --out {output.scores} --threads {threads} > {log} 2>&1"
             " && : > {output.facts}"
 

@@ -60,7 +60,7 @@ rule rm_if:
         "{params.py} -m flame.rm_if --judge {params.judge:q} --samples {input.samples}"
         " --out {output} --r {params.c[r]} --temperature {params.c[temperature]}"
         " --top-p {params.c[top_p]} --max-new-tokens {params.c[max_new_tokens]}"
-        " --prefix {params.c[prefix]:q} --mode {params.c[mode]} --seed {params.seed}"
+        " --prefix={params.c[prefix]:q} --mode {params.c[mode]} --seed {params.seed}"
         " --cache {params.cache} --threads {threads} > {log} 2>&1"
 
 

@@ -23,7 +23,7 @@ if "table5_truthfulqa" in EXTRA_TABLES:
     EXTRA_TARGETS += expand(f"{R}/tables/table5_truthfulqa.{{ext}}", ext=["csv", "md"])
 TQA_ARGS = " ".join(
     [
-        f"--data {TQA['data']} --max-new-tokens {TQA['max_new_tokens']}",
+        f"--data {shlex.quote(TQA['data'])} --max-new-tokens {TQA['max_new_tokens']}",
         f"--n-questions {TQA['n_questions']}" if TQA["n_questions"] else "",
         "--generation" if TQA["generation"] else "",
     ]
@@ -80,9 +80,9 @@ rule table5:
     params:
         py=PY,
         eval_dir=lambda wc, input: Path(input[0]).parent.parent,
-        rows=" ".join(f"'{m}'" for m in TQA["models"]),
+        rows=" ".join(map(shlex.quote, TQA["models"])),
         baseline=TQA["baseline"],
         out=lambda wc, output: output.csv[: -len(".csv")],
     shell:
         "{params.py} -m flame.tables_extra truthfulqa --eval-dir {params.eval_dir} --rows {params.rows}"
-        " --baseline '{params.baseline}' --out {params.out} > {log} 2>&1"
+        " --baseline={params.baseline:q} --out {params.out} > {log} 2>&1"

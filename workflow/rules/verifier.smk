@@ -28,7 +28,7 @@ rule train_verifier:
         c=VERIFIER,
         kinds=",".join(VERIFIER.get("kinds", [])),
     shell:
-        "{params.py} -m flame.train_verifier --init {params.init} --knowledge {input.knowledge}"
+        "{params.py} -m flame.train_verifier --init {params.init:q} --knowledge {input.knowledge}"
         " --out {output} --n-pages {params.c[n_pages]} --n-examples {params.c[n_examples]}"
         " --steps {params.c[steps]} --batch-size {params.c[batch_size]} --lr {params.c[lr]}"
         " --kinds {params.kinds} --k {params.c[k]} --passage-chars {params.c[passage_chars]}"
