@@ -137,6 +137,73 @@ def test_deepspeed_dpo_with_precomputed_reference(tiny_model, data, tmp_path):
     assert "Computing reference log probs" in summary["_log"]
 
 
+# flame.train_dpo's (or train_fdpo's) own CLI, the module named first, that also writes the
+# reference log-probs TRL precomputed (main process, just before training) to OUT.ref.json
+DUMP_REF = """
+import json, runpy, sys
+from flame import training
+
+train_and_save = training.train_and_save
+
+
+def dump_then_train(trainer, *args, **kwargs):
+    if trainer.accelerator.is_main_process:
+        data = trainer.train_dataset
+        cols = ("prompt_ids", "chosen_ids", "ref_chosen_logps", "ref_rejected_logps")
+        with open(sys.argv[sys.argv.index("--out") + 1] + ".ref.json", "w") as fh:
+            json.dump(data.select_columns(list(cols)).to_dict(), fh)
+    return train_and_save(trainer, *args, **kwargs)
+
+
+training.train_and_save = dump_then_train
+runpy.run_module(sys.argv.pop(1), run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("step", ["dpo", "fdpo"])
+def test_zero3_full_parameter_precomputed_reference_matches_one_process(
+    step, tiny_model, data, tmp_path
+):
+    """The paper's DPO set-up (full parameters, precompute_ref_log_probs) under ZeRO-3 with 2
+    processes. 4 pairs, so each process's precompute pass is one batch: TRL's precompute engine,
+    left on the policy, then crashed the first training forward (IndexError: pop from an empty
+    deque, in DeepSpeed's record_parameters). The reference log-probs are those one process
+    computes, pair by pair, and so is the loss at each step (the whole set is the global batch);
+    F-DPO (flame.train_fdpo, lambda 1) takes the same path."""
+    pairs = [json.loads(line) for line in data["dpo"].read_text().splitlines()[:4]]
+    pairs = {step: write_jsonl(tmp_path / "pairs.jsonl",
+                               [{**p, "delta_h": i % 2} for i, p in enumerate(pairs)])}  # fmt: skip
+    (tmp_path / "dump_ref.py").write_text(DUMP_REF)
+    found = {}
+    for name, config, per_device in [("one", None, 4), ("zero3", "zero3", 2)]:
+        cmd = train_cmd(step, config, tiny_model, pairs, tmp_path / name, "max_steps=2",
+                        "learning_rate=1e-3", f"per_device_train_batch_size={per_device}",
+                        "use_lora=false", "precompute_ref_log_probs=true")  # fmt: skip
+        cmd[max(i for i, a in enumerate(cmd) if a == "-m")] = str(tmp_path / "dump_ref.py")
+        cmd += ["--lam", "1"] if step == "fdpo" else []
+        found[name] = run(cmd, tmp_path / f"{name}.log")
+        found[name]["ref"] = json.loads((tmp_path / f"{name}.ref.json").read_text())
+    one, multi = found["one"], found["zero3"]
+    assert multi["world_size"] == 2 and multi["distributed"] == "DEEPSPEED ZeRO-3"
+    assert multi["global_step"] == 2 and multi["per_device_train_batch_size"] == 2
+    assert multi["recipe"]["use_lora"] is False and multi["recipe"]["precompute_ref_log_probs"]
+    assert "Computing reference log probs" in multi["_log"]
+    trained, init = weights(tmp_path / "zero3"), weights(tiny_model)
+    assert any(not trained[k].equal(init[k]) for k in init)
+    # the same pairs in the same order, with the same reference log-probs
+    for col in ("prompt_ids", "chosen_ids"):
+        assert multi["ref"][col] == one["ref"][col]
+    for col in ("ref_chosen_logps", "ref_rejected_logps"):
+        assert multi["ref"][col] == pytest.approx(one["ref"][col], rel=1e-5)
+        assert len(set(multi["ref"][col])) == 4  # one value per pair, none repeated
+    assert [s for s, _ in multi["loss_history"]] == [s for s, _ in one["loss_history"]] == [1, 2]
+    for (_, a), (_, b) in zip(one["loss_history"], multi["loss_history"], strict=True):
+        assert b == pytest.approx(a, rel=LOSS_RTOL)
+    if step == "dpo":  # at step 1 the policy is the reference: the loss is log 2
+        assert one["loss_history"][0][1] == pytest.approx(0.693147, rel=1e-4)
+    assert one["loss_history"][1][1] != pytest.approx(one["loss_history"][0][1], rel=1e-3)
+
+
 def test_empty_pair_set_under_two_processes_copies_once(tiny_model, data, tmp_path):
     """--allow-empty with zero pairs: the main process alone writes the init model unchanged (two
     processes copying into one temporary folder raced and failed)."""

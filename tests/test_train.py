@@ -175,6 +175,40 @@ def test_half_removed_deepspeed_checkpoint_is_not_resumed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["P.ckpt"]
 
 
+def test_precomputed_reference_is_reused_by_a_resumed_run(tiny_model, tmp_path, monkeypatch):
+    """precompute_ref_log_probs: the log-probs TRL cached in OUT.ckpt/pairs_dataset/ are read
+    back by a run that resumes there (the folder used to be rebuilt, and the log-probs recomputed,
+    on every start); other pairs, or another init, recompute them."""
+    from conftest import build_tiny_model
+    from trl import DPOTrainer
+
+    calls = []
+    compute = DPOTrainer.compute_ref_log_probs
+    monkeypatch.setattr(DPOTrainer, "compute_ref_log_probs",
+                        lambda self, *a: calls.append(1) or compute(self, *a))  # fmt: skip
+    recipe = training.load_recipe(
+        train_dpo.RECIPE,
+        sets=["max_steps=1", "global_batch_size=2", "per_device_train_batch_size=2",
+              "precompute_ref_log_probs=true"],
+    )  # fmt: skip
+    ckpt = tmp_path / "DPO.ckpt"
+
+    def ref_logps(records, init=tiny_model):
+        calls.clear()
+        trainer = train_dpo.build_trainer(str(init), records, recipe, ckpt)
+        return len(calls), list(trainer.train_dataset["ref_chosen_logps"])
+
+    n, first = ref_logps(pair_records())
+    assert n == 2 and len(first) == 4  # 4 pairs, 2 per batch
+    assert ref_logps(pair_records()) == (0, first)  # the resumed run: read back
+    other = [{**r, "chosen": r["chosen"] + " Yes."} for r in pair_records()]
+    n, changed = ref_logps(other)
+    assert n == 2 and changed != first
+    other_init = build_tiny_model(tmp_path / "other", tiny_model, seed=1)
+    n, reseeded = ref_logps(pair_records(), other_init)
+    assert n == 2 and reseeded != first
+
+
 def test_unknown_recipe_key_names_the_key(tiny_model, tmp_path):
     data = write_lines(tmp_path / "sft.jsonl", sft_records(2))
     args = ["--init", str(tiny_model), "--data", str(data), "--out", str(tmp_path / "o")]

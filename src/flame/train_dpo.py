@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -66,24 +68,67 @@ def to_example(record: dict[str, Any], tokenizer) -> dict[str, Any]:
 
 
 def build_dataset(
-    records: list[dict], tokenizer, to_example=to_example, on_disk: Path | None = None
+    records: list[dict],
+    tokenizer,
+    to_example=to_example,
+    on_disk: Path | None = None,
+    key: str = "",
 ):
     """The pairs as a datasets.Dataset; in memory, or saved under `on_disk` and memory-mapped
     from there. TRL writes precomputed reference log-probs next to the dataset's own files, so
     with several processes they must be in a folder every process sees (in memory, each process
-    would look in a temporary folder of its own)."""
+    would look in a temporary folder of its own). A folder saved earlier from the same examples
+    and `key` (what else the reference log-probs depend on: see `reference_key`) is kept as it
+    is, with TRL's cached log-probs in it: a resumed run reuses them instead of recomputing."""
     from datasets import Dataset, load_from_disk
 
+    examples = [to_example(r, tokenizer) for r in records]
     if on_disk is None:
-        return Dataset.from_list([to_example(r, tokenizer) for r in records])
+        return Dataset.from_list(examples)
     from accelerate import PartialState
 
+    digest = hashlib.sha256(json.dumps([key, examples], sort_keys=True).encode()).hexdigest()
+    stamp = on_disk / "flame_pairs.sha256"  # written last: a complete folder for these pairs
     state = PartialState()
     with state.main_process_first():
         if state.is_main_process:
-            shutil.rmtree(on_disk, ignore_errors=True)
-            Dataset.from_list([to_example(r, tokenizer) for r in records]).save_to_disk(on_disk)
+            if stamp.is_file() and stamp.read_text().strip() == digest:
+                log.info("reusing %s (and any reference log-probs cached in it)", on_disk)
+            else:
+                shutil.rmtree(on_disk, ignore_errors=True)
+                Dataset.from_list(examples).save_to_disk(on_disk)
+                stamp.write_text(digest + "\n")
     return load_from_disk(str(on_disk))
+
+
+def reference_key(init: str, recipe: dict[str, Any]) -> str:
+    """What the reference log-probs depend on besides the pairs: the init weights (its flame
+    fingerprint; TRL's own cache key hashes the weights, which under ZeRO-3 are empty shards on
+    every process) and the recipe keys that change the reference forward."""
+    folder = Path(init)
+    fingerprint = folder / "flame_fingerprint.json"
+    if fingerprint.is_file():
+        weights = json.loads(fingerprint.read_text())["fingerprint"]
+    else:  # no fingerprint: the weight files' names, sizes and modification times
+        files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+        weights = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return json.dumps([weights] + [recipe[k] for k in ("dtype", "bf16", "max_length")])
+
+
+def release_precompute_engine(trainer) -> None:
+    """Remove the DeepSpeed engine TRL wrapped the policy in to precompute the reference
+    log-probs (`_precompute_engine`, built whenever DeepSpeed is on and there is no separate
+    reference model). TRL keeps it for later `evaluate` calls, so under ZeRO-3 its parameter
+    hooks stay on the policy's modules next to those of the training engine, which renumbers
+    the modules (ds_id). When the precompute pass was one batch per process, the stale engine's
+    parameter trace is still being recorded, and the first training forward builds it from the
+    old numbers: IndexError "pop from an empty deque" on every process (with longer passes its
+    hooks still ran, next to the training engine's, on every step)."""
+    engine = getattr(trainer, "_precompute_engine", None)
+    if engine is None:
+        return
+    engine.destroy()  # ZeRO-3: removes the module hooks of its parameter coordinator
+    trainer._precompute_engine = None
 
 
 def build_trainer(
@@ -107,18 +152,22 @@ def build_trainer(
         loss_type=recipe["loss_type"],
         precompute_ref_log_probs=recipe["precompute_ref_log_probs"],
     )
-    return (trainer_cls or DPOTrainer)(
+    precompute = recipe["precompute_ref_log_probs"]
+    trainer = (trainer_cls or DPOTrainer)(
         model=init,
         args=args,
         train_dataset=build_dataset(
             records,
             tokenizer,
             to_example,
-            output_dir / "pairs_dataset" if recipe["precompute_ref_log_probs"] else None,
+            output_dir / "pairs_dataset" if precompute else None,
+            reference_key(init, recipe) if precompute else "",
         ),
         processing_class=tokenizer,
         peft_config=training.lora_config(recipe),
     )
+    release_precompute_engine(trainer)
+    return trainer
 
 
 def read_pairs(path: str | Path, required: tuple[str, ...] = REQUIRED) -> list[dict]:
