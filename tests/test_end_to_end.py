@@ -147,6 +147,9 @@ def test_tiny_model_whole_dag_with_kill_and_resume(workflow_dir, tiny_model, shr
     )
     deadline = time.time() + 600
     while not (wd / "results/models/sft/SFT").exists() and time.time() < deadline:
+        if proc.poll() is not None:  # failed before SFT: show why
+            res = snakemake(wd, "--cores", "2", *files)
+            pytest.fail(f"the run stopped before SFT training:\n{res.stderr[-4000:]}")
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGINT)
     try:  # Snakemake may let a Ctrl-C pass while it is between jobs: then it gets Slurm's SIGTERM

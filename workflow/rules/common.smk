@@ -406,7 +406,10 @@ def data_args():
         for k, v in d.items()
         if k.startswith(only) and v is not None
     ]
-    for k, v in d.get("hub", {}).items():  # null: the set is left out
+    # data.hub applies to the hub source only (an overlay such as shrink.yaml may set it on a
+    # config whose source is embedded); null: the set is left out
+    hub = d.get("hub", {}) if d["source"] == "hub" else {}
+    for k, v in hub.items():
         args.append(
             f"--{k.replace('_', '-')} {shlex.quote(str('none' if v is None else v))}"
         )
