@@ -299,3 +299,33 @@ def test_accelerate_configs(name, kind, stage):
         assert cfg["deepspeed_config"]["zero_stage"] == stage
         # ZeRO-3 must gather the sharded weights when the final model is saved
         assert cfg["deepspeed_config"].get("zero3_save_16bit_model", stage != 3) is True
+
+
+def test_empty_sft_set_keeps_the_init_only_when_allowed(tiny_model, tmp_path):
+    """sft.allow_empty_data (shrink.yaml): SFT_fact with no fact-based seed instruction is written
+    empty by sft_data and its SFT is the init model, said so in train_summary.json; without the
+    flag both steps fail naming the set."""
+    from flame import sft_data
+
+    seed = write_lines(tmp_path / "seed.jsonl", [
+        {"id": f"s{i}", "instruction": f"Write a poem {i}.", "response": "A poem.",
+         "fact_based": False} for i in range(3)])  # fmt: skip
+    fewshot = write_lines(tmp_path / "fewshot.jsonl", [])
+    out_dir = tmp_path / "sft_data"
+    args = ["--seed", str(seed), "--fewshot", str(fewshot), "--out-dir", str(out_dir)]
+    with pytest.raises(SystemExit, match="SFT_fact: no training examples"):
+        sft_data.main(args)
+    sft_data.main([*args, "--allow-empty"])
+    assert (out_dir / "SFT_fact.jsonl").read_text() == ""
+    assert len((out_dir / "SFT_FLAME.jsonl").read_text().splitlines()) == 3
+    cmd = ["--init", str(tiny_model), "--data", str(out_dir / "SFT_fact.jsonl"),
+           "--out", str(tmp_path / "SFT_fact"), *TINY]  # fmt: skip
+    with pytest.raises(RecordError):
+        train_sft.main(cmd)
+    summary = train_sft.main([*cmd, "--allow-empty"])
+    assert summary["skipped"] == "zero examples" and summary["global_step"] == 0
+    written = json.loads((tmp_path / "SFT_fact/train_summary.json").read_text())
+    assert written["step"] == "sft" and written["skipped"] == "zero examples"
+    assert (tmp_path / "SFT_fact/model.safetensors").read_bytes() == (
+        tiny_model / "model.safetensors"
+    ).read_bytes()

@@ -109,6 +109,11 @@ def main(argv: list[str] | None = None) -> None:
         help="write only SFT_FLAME_noclf.jsonl (Table 6; --fewshot has every seed instruction)",
     )
     ap.add_argument("--seed-value", type=int, default=0, help="seed of the 50/50 draw")
+    ap.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="write a variant with no examples as an empty file (its SFT keeps the init model)",
+    )
     args = ap.parse_args(argv)
     setup_logging()
     if args.without_classifier:
@@ -123,7 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     data, stats = build(seed, fewshot)
     for name in VARIANTS:
         if not data[name]:
-            raise SystemExit(f"{name}: no training examples (is any seed instruction fact-based?)")
+            why = f"{name}: no training examples (is any seed instruction fact-based?)"
+            if not args.allow_empty:
+                raise SystemExit(why)
+            log.warning("%s; written empty (--allow-empty: its SFT keeps the init model)", why)
         write_jsonl(Path(args.out_dir) / f"{name}.jsonl", data[name])
     write_json(Path(args.out_dir) / "stats.json", stats)
     log.info("%s", stats)

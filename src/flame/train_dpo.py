@@ -187,14 +187,17 @@ def read_pairs(path: str | Path, required: tuple[str, ...] = REQUIRED) -> list[d
     return records
 
 
-def copy_unchanged(init: str, out: Path, pairs: str, recipe: dict) -> dict:
-    """DPO on zero pairs leaves the policy as it is: the init checkpoint is copied (atomically),
-    with a summary that says so. Its fingerprint is the init's: the weights are identical."""
-    summary = {"step": "dpo", "data": str(pairs), "examples": 0, "kept": 0, "global_step": 0,
-               "skipped": "zero preference pairs", "init": init, "recipe": recipe}  # fmt: skip
+def copy_unchanged(
+    init: str, out: Path, pairs: str, recipe: dict, step: str = "dpo", why="zero preference pairs"
+) -> dict:
+    """Training on zero pairs (or, for SFT, zero examples) leaves the model as it is: the init
+    checkpoint is copied (atomically), with a summary that says so. Its fingerprint is the
+    init's: the weights are identical."""
+    summary = {"step": step, "data": str(pairs), "examples": 0, "kept": 0, "global_step": 0,
+               "skipped": why, "init": init, "recipe": recipe}  # fmt: skip
     if int(os.environ.get("RANK", "0")) != 0:  # under a launcher, the main process alone copies
         return summary
-    log.warning("%s has zero pairs: %s is written unchanged from %s", pairs, out, init)
+    log.warning("%s: %s: %s is written unchanged from %s", pairs, why, out, init)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(init, tmp, ignore=shutil.ignore_patterns("train_summary.json"))

@@ -76,9 +76,18 @@ def main(argv: list[str] | None = None) -> dict:
     )
     training.add_common_args(ap)
     ap.add_argument("--data", required=True, help="JSONL of {id, instruction, response}")
+    ap.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="with zero examples, write the init model unchanged (global_step 0), not fail",
+    )
     args = ap.parse_args(argv)
     setup_logging(args.log_level)
     recipe = training.load_recipe(RECIPE, args.recipe, args.set)
+    if args.allow_empty and not any(line.strip() for line in Path(args.data).open()):
+        from flame.train_dpo import copy_unchanged
+
+        return copy_unchanged(args.init, Path(args.out), args.data, recipe, "sft", "zero examples")
     records = training.read_records(args.data, REQUIRED)
     log.info("%d SFT examples from %s", len(records), args.data)
     training.set_threads(args.threads)

@@ -271,6 +271,10 @@ def recipe_args(section, keys_to_skip=()):
     return set_args(config[section], keys_to_skip)
 
 
+# sft.allow_empty_data: an SFT set with no examples keeps its init model (flame.sft_data and
+# flame.train_sft --allow-empty)
+ALLOW_EMPTY_SFT = "--allow-empty" if config["sft"].get("allow_empty_data") else ""
+
 TRAINING = config["training"]
 TRAIN_NODES = TRAINING.get("nodes", 1)
 # training processes per node (a job without Slurm is one node): one per GPU, or on CPUs one per

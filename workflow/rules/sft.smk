@@ -51,9 +51,10 @@ rule sft_data:
     params:
         py=PY,
         out_dir=lambda wc, output: Path(output.stats).parent,
+        allow_empty=ALLOW_EMPTY_SFT,
     shell:
         "{params.py} -m flame.sft_data --seed {input.seed} --fewshot {input.fewshot}"
-        " --out-dir {params.out_dir} > {log} 2>&1"
+        " --out-dir {params.out_dir} {params.allow_empty} > {log} 2>&1"
 
 
 rule train_sft:
@@ -78,9 +79,10 @@ rule train_sft:
         launcher=launcher(),
         threads=process_threads,
         init=sft_init_source,
-        recipe=recipe_args("sft"),
+        recipe=recipe_args("sft", keys_to_skip=("allow_empty_data",)),
         seed=config["seed"],
+        allow_empty=ALLOW_EMPTY_SFT,
     shell:
         "{params.launcher} -m flame.train_sft --init {params.init:q} --data {input.data}"
         " --out {output} {params.recipe} --set seed={params.seed} --threads {params.threads}"
-        " > {log} 2>&1"
+        " {params.allow_empty} > {log} 2>&1"

@@ -53,8 +53,9 @@ def cross_encoder(out: Path, seed: int = 0) -> Path:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("data/shrink"))
-    ap.add_argument("--entities", type=Path,
-                    default=Path("tests/fixtures/factscore/prompt_entities.txt"))  # fmt: skip
+    ap.add_argument(
+        "--entities", type=Path, default=Path("tests/fixtures/factscore/prompt_entities.txt")
+    )
     ap.add_argument("--max-pages", type=int, default=2400)
     ap.add_argument("--max-passage-tokens", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
@@ -67,8 +68,14 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     names = args.entities.read_text(encoding="utf-8").splitlines()
     names += [s["title"] for s in load_wiki_summaries() if s.get("topic") == "People"]
-    counts = export_sqlite("embedded", args.out / "enwiki-embedded.db", args.max_passage_tokens,
-                           args.max_pages, names, args.seed)  # fmt: skip
+    counts = export_sqlite(
+        "embedded",
+        args.out / "enwiki-embedded.db",
+        args.max_passage_tokens,
+        args.max_pages,
+        names,
+        args.seed,
+    )
     cross_encoder(args.out / "cross-encoder", args.seed)
     print(json.dumps({"out": str(args.out), **counts}, ensure_ascii=False))
 
