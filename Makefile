@@ -61,13 +61,13 @@ demo: install
 	$(BIN)/snakemake --cores $(CORES)
 
 test: install
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra --durations=25
 
 test-fast: install
 	$(BIN)/pytest -q -ra -m "not slow and not embedded"
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks workflow/scripts
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --cores 1
 

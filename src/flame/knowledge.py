@@ -275,8 +275,13 @@ def export_sqlite(
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    counts = {"source": source, "pages": len(keep), "passages": sum(len(pages[t]) for t in keep),
-              "included": len(wanted) - len(missing), "include_without_page": missing}  # fmt: skip
+    counts = {
+        "source": source,
+        "pages": len(keep),
+        "passages": sum(len(pages[t]) for t in keep),
+        "included": len(wanted) - len(missing),
+        "include_without_page": missing,
+    }
     log.info("%s -> %s: %d pages, %d passages", source, out, counts["pages"], counts["passages"])
     for name in missing:
         log.warning("--include %r: no page of that title in %s (left out)", name, source)
@@ -357,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--dense-model", help="sentence-transformers model (dense; default MiniLM)")
     b.add_argument("--ivf-threshold", type=int, help="dense: IVF index from this many passages")
     e = sub.add_parser("export", help="write a source as a FActScore-layout SQLite DB")
-    e.add_argument("--source", required=True, help="embedded | sqlite:P | jsonl:P | parquet:P | hf:ID")
+    e.add_argument("--source", required=True, help="as build's --source")
     e.add_argument("--out", required=True, type=Path)
     e.add_argument("--max-passage-tokens", type=int, default=256)
     e.add_argument("--max-pages", type=int, help="a seeded sample of this many pages")
@@ -383,8 +388,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.max_passage_tokens < 1 or (args.max_pages is not None and args.max_pages < 1):
             ap.error("--max-passage-tokens and --max-pages must be >= 1")
         include = args.include.read_text(encoding="utf-8").splitlines() if args.include else []
-        counts = export_sqlite(args.source, args.out, args.max_passage_tokens, args.max_pages,
-                               include, args.seed)  # fmt: skip
+        counts = export_sqlite(
+            args.source, args.out, args.max_passage_tokens, args.max_pages, include, args.seed
+        )
         print(json.dumps(counts, ensure_ascii=False))
         return
     kb = KnowledgeBase.load(args.knowledge)
