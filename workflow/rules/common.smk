@@ -9,6 +9,23 @@ from pathlib import Path
 
 from snakemake.settings.types import DeploymentMethod
 
+
+def sorted_keys(value):
+    """`value` with every mapping's keys in sorted order (lists keep theirs)."""
+    if isinstance(value, dict):
+        return {k: sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [sorted_keys(v) for v in value]
+    return value
+
+
+# Snakemake compares a rule's params with the last run's by their text, and a config section
+# passed as a param prints in the key order of the config file: the same config written in
+# another order (e.g. by yaml.safe_dump) would re-run every job. Sorted once, here, it does not.
+_config_sorted = sorted_keys(dict(config))
+config.clear()
+config.update(_config_sorted)
+
 R = "results"
 CACHE = f"{R}/cache/lm.sqlite"
 LOGS = f"{R}/logs"
@@ -258,10 +275,12 @@ def model_input(name):
 def set_args(recipe, keys_to_skip=()):
     """A recipe mapping as `--set key=<JSON>` arguments, each one shell word (the trainers read
     the value as YAML, of which JSON is a subset: strings with spaces or quotes arrive intact).
+    Sorted by key: the same config written in another key order gives the same command line, so
+    Snakemake's params trigger re-runs nothing.
     """
     return " ".join(
         f"--set {shlex.quote(f'{k}={json.dumps(v)}')}"
-        for k, v in recipe.items()
+        for k, v in sorted(recipe.items())
         if k not in keys_to_skip
     )
 
@@ -407,13 +426,13 @@ def data_args():
     only = "n_eval_" if d["source"] == "hub" else "n_"
     args += [
         f"--{k.replace('_', '-')} {v}"
-        for k, v in d.items()
+        for k, v in sorted(d.items())  # key order of the config file: not a change
         if k.startswith(only) and v is not None
     ]
     # data.hub applies to the hub source only (an overlay such as shrink.yaml may set it on a
     # config whose source is embedded); null: the set is left out
     hub = d.get("hub", {}) if d["source"] == "hub" else {}
-    for k, v in hub.items():
+    for k, v in sorted(hub.items()):
         args.append(
             f"--{k.replace('_', '-')} {shlex.quote(str('none' if v is None else v))}"
         )
