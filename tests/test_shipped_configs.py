@@ -123,6 +123,12 @@ def ran_rules(res: subprocess.CompletedProcess) -> set[str]:
     return set(re.findall(r"^(\w+)\s+\d+$", text, flags=re.M)) - {"total", "count"}
 
 
+def shell_commands(wd: Path) -> list[tuple[str, str]]:
+    """(rule, shell command) of every job Snakemake recorded in the workdir's metadata."""
+    records = (json.loads(f.read_text()) for f in (wd / ".snakemake/metadata").iterdir())
+    return [(r["rule"], r["shellcmd"]) for r in records if r.get("shellcmd")]
+
+
 def test_paper_config_shrunk_runs_every_rule_with_its_own_values(paper):
     wd = paper.wd
     env = {"OPENAI_API_KEY": "ci-local-server"}
@@ -215,6 +221,32 @@ FDPO_JOBS = {
 }
 
 
+def test_one_node_config_shrunk_is_the_paper_runs_command_lines(paper):
+    """one-node.yaml changes only training.nodes / num_processes, which the shrink sets for one
+    machine: every job it plans is a job the paper run already ran with the same command line,
+    so there is nothing left to run. It runs before fdpo_paper.yaml, which adds to the tables'
+    inputs."""
+    wd = paper.wd
+    if not (wd / "results/tables/table3_dpo.csv").exists():
+        pytest.skip("needs test_paper_config_shrunk_runs_every_rule_with_its_own_values first")
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--cores",
+            "2",
+            *paper.files("workflow/configs/one-node.yaml"),
+        ],
+        cwd=wd,
+        text=True,
+        capture_output=True,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Nothing to be done" in res.stdout + res.stderr, (res.stdout + res.stderr)[-3000:]
+
+
 def test_fdpo_paper_on_top_runs_only_its_rules(paper):
     """fdpo_paper.yaml on top of the shrunk paper run: only F-DPO's and the RM's rules run (QLoRA
     NF4 is GPU-only: on CPU train_fdpo trains plain LoRA and its summary says so)."""
@@ -237,31 +269,6 @@ def test_fdpo_paper_on_top_runs_only_its_rules(paper):
     assert {"invert", "fdpo_pairs", "train_fdpo", "train_rm", "table_fdpo", "table_rm"} <= ran
     fdpo = read_table(wd / "results/tables/table_fdpo.csv")
     assert any("λ=0" in r["model"] for r in fdpo) and any("λ=10" in r["model"] for r in fdpo)
-
-
-def test_one_node_config_shrunk_is_the_paper_runs_command_lines(paper):
-    """one-node.yaml changes only training.nodes / num_processes, which the shrink sets for one
-    machine: every job it plans is a job the paper run already ran with the same command line,
-    so there is nothing left to run."""
-    wd = paper.wd
-    if not (wd / "results/tables/table3_dpo.csv").exists():
-        pytest.skip("needs test_paper_config_shrunk_runs_every_rule_with_its_own_values first")
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-n",
-            "--cores",
-            "2",
-            *paper.files("workflow/configs/one-node.yaml"),
-        ],
-        cwd=wd,
-        text=True,
-        capture_output=True,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "Nothing to be done" in res.stdout + res.stderr, (res.stdout + res.stderr)[-3000:]
 
 
 # one job of every rule that runs a model, each under the vLLM python with vllm.yaml's engines
@@ -311,10 +318,8 @@ def test_vllm_config_shrunk_runs_every_model_rule_on_vllm(workflow_dir, smollm2_
     print(f"vllm.yaml, shrunk, {len(VLLM_RULES)} model rules: {time.time() - t0:.0f} s")
     ran = ran_rules(res)
     assert VLLM_RULES <= ran, VLLM_RULES - ran
-    text = res.stdout + res.stderr
     for rule, log in VLLM_LOGS.items():  # the engine really ran in every model rule
         assert "vllm" in (wd / "results/logs" / log).read_text().lower(), rule
-    commands = re.findall(r"^rule (\w+):\n.*?^Shell command: (.*?)$", text, flags=re.M | re.S)
-    model_jobs = [(rule, cmd) for rule, cmd in commands if rule in VLLM_RULES]
+    model_jobs = [(rule, cmd) for rule, cmd in shell_commands(wd) if rule in VLLM_RULES]
     assert {rule for rule, _ in model_jobs} == VLLM_RULES
     assert all(cmd.startswith(python + " -m flame.") for _, cmd in model_jobs), model_jobs
