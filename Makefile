@@ -96,7 +96,8 @@ gpu-check:
 	@if ! nvidia-smi -L >/dev/null 2>&1; then \
 	  echo "gpu-check: no NVIDIA GPU here (nvidia-smi finds none); nothing to check"; exit 0; fi; \
 	$(MAKE) -s install && \
-	$(VLLM_VENV)/bin/python benchmarks/gpu_check.py vllm && $(BIN)/python benchmarks/gpu_check.py train
+	$(VLLM_VENV)/bin/python benchmarks/gpu_check.py vllm && $(BIN)/python benchmarks/gpu_check.py train && \
+	$(BIN)/pip install -q -e '.[qlora]' && $(BIN)/python benchmarks/gpu_check.py qlora
 
 clean:
 	rm -rf results/* .snakemake

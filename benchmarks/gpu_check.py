@@ -3,11 +3,13 @@ training steps of the embedded SmolLM2-135M on every GPU, with tokens/s per GPU 
 
     .venv-vllm/bin/python benchmarks/gpu_check.py vllm [--prompts 256] [--max-new-tokens 128]
     .venv/bin/python benchmarks/gpu_check.py train [--steps 3] [--max-length 512]
+    .venv/bin/python benchmarks/gpu_check.py qlora [--steps 3]   (needs pip install -e '.[qlora]')
 
 Without a GPU it says so in one line and exits 0. Training is run the way the README runs it
 (`accelerate launch --config_file workflow/accelerate/deepspeed_zero3.yaml -m flame.train_sft`);
 tokens/s counts the examples' real (unpadded) tokens; MFU = 6 x parameters x tokens/s per GPU
-over the GPU's dense bf16 peak.
+over the GPU's dense bf16 peak. `qlora` trains F-DPO with `--quantize nf4` on one GPU and checks
+that train_summary.json records nf4 (what really loaded).
 """
 
 from __future__ import annotations
@@ -113,11 +115,39 @@ def check_train(args, names: list[str], tmp: Path) -> None:
     )
 
 
+def check_qlora(args, names: list[str], tmp: Path) -> None:
+    pairs = tmp / "pairs.jsonl"
+    rows = [
+        {"id": f"q{i}", "prompt": f"Who wrote book {i}?", "chosen": f"Author {i} wrote it.",
+         "rejected": f"It was written by nobody {i}.", "delta_h": i % 2}
+        for i in range(8 * args.steps)
+    ]  # fmt: skip
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp / "fdpo"
+    cmd = [
+        sys.executable, "-m", "flame.train_fdpo", "--lam", "2", "--quantize", "nf4",
+        "--init", str(model_dir(tmp)), "--pairs", str(pairs), "--out", str(out),
+        "--set", f"max_steps={args.steps}", "--set", "global_batch_size=8",
+        "--set", "per_device_train_batch_size=8", "--set", "bf16=true",
+    ]  # fmt: skip
+    t0 = time.time()
+    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": "0"})
+    summary = json.loads((out / "train_summary.json").read_text())
+    ran = summary["fdpo"]["quantize"]
+    print(
+        f"QLoRA NF4 F-DPO on 1 x {names[0]}: {args.steps} steps of 8 pairs in "
+        f"{time.time() - t0:.0f} s (train {summary.get('train_wall_s')} s); summary records "
+        f"quantize {ran}"
+    )
+    if ran != "nf4":
+        raise SystemExit(f"error: asked for nf4, the summary records {ran}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("part", choices=["vllm", "train"])
+    ap.add_argument("part", choices=["vllm", "train", "qlora"])
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--steps", type=int, default=3)
@@ -130,7 +160,8 @@ def main() -> None:
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory() as tmp:
-        (check_vllm if args.part == "vllm" else check_train)(args, names, Path(tmp))
+        check = {"vllm": check_vllm, "train": check_train, "qlora": check_qlora}[args.part]
+        check(args, names, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ every other part of TRL's step (PEFT reference, DeepSpeed, metrics) is unchanged
 rewards/chosen and rewards/margins therefore include the penalty; fdpo/penalty logs its mean.
 
 Everything else (recipe, LoRA, checkpoints, resume, atomic output) is flame.train_dpo's; this
-module adds --lam and --quantize (nf4: QLoRA through bitsandbytes, GPU only; on CPU plain LoRA).
+module adds --lam and --quantize (nf4: QLoRA through bitsandbytes, GPU only; on CPU plain LoRA,
+recorded in train_summary.json as quantize none with quantize_requested nf4).
 F-DPO's paper settings (workflow/configs/fdpo.yaml): QLoRA r 32, alpha 64, lr 1.8e-6, 3 epochs,
 beta 0.1; lambda grid 0, 2, 4, 6, 8, 10, 20, 30, 50, 100.
 
@@ -109,6 +110,16 @@ def _classes():
     return FDPOTrainer, FDPOCollator
 
 
+def quantized_as(quantize: str | None, cuda: bool | None = None) -> str:
+    """What the policy is really loaded as for `--quantize`: nf4 only where torch sees a GPU
+    (bitsandbytes' 4-bit kernels), else none (plain LoRA). The summary records this."""
+    if quantize != "nf4":
+        return "none"
+    import torch
+
+    return "nf4" if (torch.cuda.is_available() if cuda is None else cuda) else "none"
+
+
 def trainer_factory(lam: float, quantize: str | None = None, cuda: bool | None = None):
     """What flame.train_dpo.build_trainer calls in place of DPOTrainer. `cuda` (default: whether
     torch sees a GPU) decides whether nf4 loads the policy in 4 bits or falls back to LoRA."""
@@ -117,7 +128,7 @@ def trainer_factory(lam: float, quantize: str | None = None, cuda: bool | None =
     if quantize == "nf4":
         import torch
 
-        if torch.cuda.is_available() if cuda is None else cuda:
+        if quantized_as(quantize, cuda) == "nf4":
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -169,7 +180,11 @@ def main(argv: list[str] | None = None) -> dict:
         trainer_cls=trainer_factory(args.lam, quantize),
         to_example=to_example,
     )
-    extra = {"fdpo": {"lambda": args.lam, "quantize": args.quantize, "epochs": args.epochs}}
+    ran = quantized_as(quantize)
+    extra = {"fdpo": {"lambda": args.lam, "quantize": ran, "epochs": args.epochs}}
+    if ran != args.quantize:  # asked for nf4 without a GPU: the summary says what trained
+        extra["fdpo"]["quantize_requested"] = args.quantize
+        extra["fdpo"]["quantize_note"] = "nf4 needs a GPU (bitsandbytes): trained plain LoRA"
     saved = Path(args.out) / "train_summary.json"
     if saved.exists():
         write_json(saved, {**read_json(saved), **extra})
