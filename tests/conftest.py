@@ -31,13 +31,11 @@ def tokenizer_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_dir(tmp_path_factory) -> Path:
-    """The real embedded SmolLM2-135M as a checkpoint folder: the workflow's own conversion when
-    results/ has one, else converted here (about 40 s), as the prepare_model rule does."""
+    """The real embedded SmolLM2-135M as a checkpoint folder, converted here (about 40 s) as the
+    prepare_model rule does. Never the checkout's results/: a test must not depend on what an
+    earlier `make demo` left there."""
     from flame.models import prepare
 
-    done = ROOT / "results/models/base/smollm2"
-    if (done / "flame_fingerprint.json").exists():
-        return done
     return prepare("embedded:smollm2", tmp_path_factory.mktemp("smollm2") / "smollm2")
 
 
