@@ -61,7 +61,7 @@ demo: install
 	$(BIN)/snakemake --cores $(CORES)
 
 test: install
-	$(BIN)/pytest -q -ra --durations=25
+	$(BIN)/pytest -q -ra --durations=30
 
 test-fast: install
 	$(BIN)/pytest -q -ra -m "not slow and not embedded"

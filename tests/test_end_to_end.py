@@ -88,10 +88,64 @@ def read_table(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def check_pair_invariants(results: Path) -> None:
+    """What holds at any scale: an IF pair's chosen response has the higher RM_IF and a fact
+    pair's the higher RM_fact; fact pairs come only from prompts classified fact-based; the
+    counts file counts the pair files' lines."""
+    for policy in sorted((results / "dpo").glob("*/pair_counts.json")):
+        samples = [
+            json.loads(x) for x in (policy.parent / "samples.jsonl").read_text().splitlines()
+        ]
+        fact_based = {s["id"]: bool(s.get("fact_based")) for s in samples}
+        counts = json.loads(policy.read_text())
+        assert counts["fact_based_prompts"] == sum(fact_based.values()), policy
+        for name, c in counts["sets"].items():
+            lines = (policy.parent / f"pairs_{name}.jsonl").read_text().splitlines()
+            pairs = [json.loads(x) for x in lines]
+            assert len(pairs) == c["total"], (policy, name)
+            for p in pairs:
+                sample = p["id"].rsplit(":", 1)[0]
+                assert sample in fact_based, p["id"]
+                if p["kind"] == "fact":
+                    assert fact_based[sample], ("fact pair from a non-fact prompt", p["id"])
+                    assert p["rm_fact"][0] > p["rm_fact"][1], ("chosen has lower RM_fact", p)
+                else:
+                    assert p["rm_if"][0] > p["rm_if"][1], ("chosen has lower RM_IF", p)
+
+
+def check_dpo_rows_trained(results: Path) -> None:
+    """A DPO row trained on k > 0 pairs has weights that differ from its init (the SFT model);
+    a row trained on 0 pairs is the SFT model unchanged and says so in its summary."""
+    from safetensors import safe_open
+
+    def tensors(folder: Path) -> dict:
+        out = {}
+        for f in sorted(folder.glob("*.safetensors")):
+            with safe_open(str(f), "pt") as fh:
+                out.update({k: fh.get_tensor(k) for k in fh.keys()})
+        return out
+
+    rows = sorted((results / "models/dpo").glob("*/train_summary.json"))
+    assert rows
+    for path in rows:
+        summary = json.loads(path.read_text())
+        init = Path(summary["init"])
+        init = init if init.is_absolute() else results.parent / init
+        after, before = tensors(path.parent), tensors(init)
+        assert after.keys() == before.keys(), path
+        same = all(after[k].equal(before[k]) for k in after)
+        if summary.get("skipped"):
+            assert same, ("a 0-pair row must be its SFT model unchanged", path)
+        else:
+            assert summary["global_step"] > 0 and not same, ("trained, yet unchanged", path)
+
+
 def check_tables(results: Path, table3_rows: list[str], strict: bool, table5: bool = True) -> None:
     """Tables have the paper's rows, every number is finite, win rates are all there; with
     `strict` every model has Bio FActScore cells, otherwise an empty one must mean the model's
     Bio responses had no facts at all (a tiny random model may answer with nothing)."""
+    check_pair_invariants(results)
+    check_dpo_rows_trained(results)
     for t in TABLES:
         for ext in ("csv", "md"):
             assert (results / "tables" / f"{t}.{ext}").stat().st_size > 0, f"{t}.{ext}"
@@ -131,12 +185,14 @@ def check_tables(results: Path, table3_rows: list[str], strict: bool, table5: bo
 
 @pytest.mark.slow
 def test_tiny_model_whole_dag_with_kill_and_resume(workflow_dir, tiny_model, shrink_data):
-    """workflow/configs/laptop.yaml, shrunk (its own settings beyond sizes: Table 5 left out), on
-    the tiny model: the whole DAG, interrupted and resumed; a changed parameter re-runs only what
-    depends on it."""
+    """workflow/configs/laptop.yaml and multiproc.yaml, shrunk (laptop's own settings beyond
+    sizes: Table 5 left out; multiproc's: every SFT and DPO job as 2 DeepSpeed ZeRO-3 processes),
+    on the tiny model: the whole DAG, interrupted during 2-process SFT and resumed; a changed
+    parameter re-runs only what depends on it. One DAG serves both configs (CI time)."""
     wd = workflow_dir
     link_inputs(wd, shrink_data)
-    files = configfiles(wd, ["workflow/configs/laptop.yaml"], tiny_model)
+    overlays = ["workflow/configs/laptop.yaml", "workflow/configs/multiproc.yaml"]
+    files = configfiles(wd, overlays, tiny_model)
     # start the run and interrupt it (Ctrl-C / Slurm's SIGTERM) while SFT models are trained
     proc = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "--cores", "2", *files],
@@ -166,6 +222,16 @@ def test_tiny_model_whole_dag_with_kill_and_resume(workflow_dir, tiny_model, shr
     check_tables(results, TABLE3_ROWS, strict=False, table5=False)
     leftovers = [p for p in results.rglob("*") if p.name.endswith((".tmp", ".ckpt"))]
     assert leftovers == []
+    models = sorted((results / "models").glob("*/*/train_summary.json"))
+    assert len(models) == 3 + 5  # SFT, SFT_fact, SFT_FLAME and the five DPO rows
+    for path in models:
+        summary = json.loads(path.read_text())
+        if summary.get("skipped"):  # an empty pair set at tiny scale: the SFT model, unchanged
+            continue
+        assert summary["world_size"] == 2, path
+        assert summary["distributed"] == "DEEPSPEED ZeRO-3", path
+    log = (results / "logs/train_sft/SFT.log").read_text()
+    assert "2 per device x 2 processes" in log or "1 per device x 2 processes" in log
     # nothing changed: nothing to do
     res = snakemake(wd, "--cores", "2", *files)
     assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr
@@ -199,27 +265,30 @@ def test_embedded_default_end_to_end(workflow_dir):
         strict=True,
     )
     report = yaml.safe_load((wd / "results/classified/report.json").read_text())
-    assert 0.0 <= report["labelled"]["accuracy"] <= 1.0 and report["labelled"]["n"] >= 40
+    # the probe's cross-validated accuracy on the 48 hand labels (measured 0.94; chance 0.5)
+    assert report["labelled"]["accuracy"] >= 0.8 and report["labelled"]["n"] >= 40, report
     check_signal(wd / "results", report)
     check_ablations(wd)
     check_fdpo_on_top(wd)
 
 
 def check_signal(results: Path, report: dict) -> None:
-    """Issue 15: the default's numbers rest on real verdicts. The probe classifier passes DPO
-    prompts as fact-based, so DPO_fact trains on fact pairs; FActScore's NP check ran on every
-    fact and overruled SmolLM2's "True" somewhere; Bio FActScore differs between rows."""
+    """Issue 15: the default's numbers rest on real verdicts. The probe classifier passes the
+    DPO prompts built as fact-seeking more often than the others, so DPO_fact trains on fact
+    pairs; FActScore's NP check ran on every fact and overruled SmolLM2's "True" somewhere.
+    (Whether Bio FActScore differs between rows is left to noise at 3 bios: not asserted.)"""
     assert report["mode"] == "probe"
-    assert report["files"]["results/data/dpo.jsonl"]["fact_based"] > 0
+    prompts = [json.loads(x) for x in (results / "classified/dpo_prompts.jsonl").read_text()
+               .splitlines()]  # fmt: skip
+    share = {kind: sum(p["fact_based"] for p in prompts if p["kind"] == kind)
+             / sum(p["kind"] == kind for p in prompts) for kind in ("fact", "nonfact")}  # fmt: skip
+    assert share["fact"] > share["nonfact"], share
     pairs = read_table(results / "tables" / "table11_pairs.csv")
     assert sum(int(r["fact_pairs"]) for r in pairs if r["pair_set"] == "DPO_fact") > 0
     facts = [json.loads(x) for f in sorted(results.glob("eval/*/facts/bio.jsonl"))
              for x in f.read_text().splitlines()]  # fmt: skip
     assert facts and all("np_support" in f and "verifier_supported" in f for f in facts)
     assert any(f["verifier_supported"] and not f["supported"] for f in facts)
-    bio = {r["bio_fs"] for t in ("table2_sft", "table3_dpo")
-           for r in read_table(results / "tables" / f"{t}.csv")}  # fmt: skip
-    assert len(bio) > 1, bio
 
 
 # jobs workflow/configs/ablations.yaml adds to the embedded default's (Tables 6, 7, 9 and 1);
@@ -258,13 +327,22 @@ def check_ablations(wd: Path) -> None:
         ["SFT+DPO_FLAME", "SFT+DPO_FLAME_threshold", "SFT+DPO_FLAME_combined"],
         ["pairs", "win", "bio_fs"],
     )
-    assert all(int(r["pairs"]) >= 0 for r in t7.values())
+    for model, r in t7.items():  # each row counts the pairs its model really trained on
+        sft, pair_set = model.split("+", 1)
+        trained = json.loads((wd / f"results/models/dpo/{model}/train_summary.json").read_text())
+        lines = (wd / trained["data"]).read_text().splitlines()
+        assert Path(trained["data"]).name == f"pairs_{pair_set}.jsonl", trained["data"]
+        assert int(r["pairs"]) == sum(json.loads(x)["kind"] == "fact" for x in lines), model
     rows("table9_alignment_tax", ["SFT+DPO", "SFT_FLAME+DPO_FLAME"], ["mmlu", "gsm8k"])
     pilot = ["PT", "PT_RAG", "SFT_PT", "SFT_RAG", "SFT_PT+DPO_FS", "SFT_PT+DPO_RAG"]
     t1 = rows("table1_bio_pilot", pilot, ["bio_fs", "bio_fs_lo", "bio_fs_hi"])
     assert t1["PT"]["vs_baseline"] == "baseline" and t1["PT"]["paper_bio_fs"] == "39.1"
-    for m in pilot[1:]:
-        assert t1[m]["vs_baseline"] in ("not distinguishable", "differs: Bio FS"), m
+    # PT+RAG writes its bios from the topic's own pages: more of its facts are supported
+    assert float(t1["PT_RAG"]["bio_fs"]) > float(t1["PT"]["bio_fs"]), (t1["PT_RAG"], t1["PT"])
+    lo, hi = float(t1["PT"]["bio_fs_lo"]), float(t1["PT"]["bio_fs_hi"])
+    for m in pilot[1:]:  # "differs" exactly where the intervals do not overlap
+        apart = float(t1[m]["bio_fs_lo"]) > hi or float(t1[m]["bio_fs_hi"]) < lo
+        assert t1[m]["vs_baseline"] == ("differs: Bio FS" if apart else "not distinguishable"), m
     for m in pilot[2:]:  # trained on something: its examples / pairs are counted
         assert int(t1[m]["train"]) > 0, m
     # the report collects them, with captions naming the paper's tables
@@ -292,11 +370,14 @@ def check_fdpo_on_top(wd: Path) -> None:
     assert not ran & {"train_sft", "classify", "sample_responses", "rm_fact", "rm_if", "pairs",
                       "train_dpo"}, ran  # fmt: skip
     assert {"invert", "fdpo_pairs", "train_fdpo", "train_rm", "table_fdpo", "table_rm"} <= ran
-    check_fdpo_tables(wd / "results")
+    check_fdpo_tables(wd / "results", trained=True)
 
 
-def check_fdpo_tables(results: Path) -> None:
+def check_fdpo_tables(results: Path, trained: bool = False) -> None:
+    """With `trained` (the embedded default, whose probe passes fact-based DPO prompts), F-DPO
+    and the RM must have trained on real pairs; otherwise "no pairs" is an accepted outcome."""
     counts = json.loads((results / "fdpo/SFT/fdpo_counts.json").read_text())
+    assert counts["pairs"] > 0 or not trained, counts
     assert counts["buckets_after_flip"]["10"] == 0
     assert sum(counts["buckets_after_flip"].values()) == counts["pairs"]
     fdpo = {r["model"]: r for r in read_table(results / "tables/table_fdpo.csv")}
@@ -312,6 +393,7 @@ def check_fdpo_tables(results: Path) -> None:
     assert all(int(r["count"]) > 0 and r["trained"] in ("yes", "no pairs") for r in rm.values())
     metrics = json.loads((results / "rm/RM_BT_metrics.json").read_text())
     md = (results / "tables/table_rm.md").read_text()
+    assert metrics["trained"] or not trained, metrics
     if metrics["trained"]:
         assert metrics["train_pairs"] > 0 and 0 <= metrics["train_accuracy"] <= 1
         assert "responses/s" in md

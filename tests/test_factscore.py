@@ -443,23 +443,24 @@ def test_cli_rejects_malformed_lines_and_unbuilt_knowledge(kb, tmp_path):
 
 @pytest.mark.slow
 def test_real_model_scores_a_true_and_a_false_fact(tmp_path, smollm2_dir):
-    """SmolLM2-135M as decomposer and verifier on the embedded Wikipedia summaries."""
+    """SmolLM2-135M as decomposer and verifier on the embedded Wikipedia summaries, with
+    FActScore's NP check as the default config runs it: the true bio scores above the false one."""
     build("embedded", tmp_path / "kb")
     lm = load_lm({"source": str(smollm2_dir), "batch_size": 16}, threads=2)
     scorer = FactScorer(
-        lm, lm, KnowledgeBase.load(tmp_path / "kb"), k=2, passage_chars=300, max_fact_tokens=48
-    )
-    (res,) = scorer.score(
+        lm, lm, KnowledgeBase.load(tmp_path / "kb"), k=2, passage_chars=300, max_fact_tokens=48,
+        np_threshold=0.5,
+    )  # fmt: skip
+    bio = {"prompt": "Tell me a bio of Albert Einstein.", "topic": "Albert Einstein"}
+    true, false = scorer.score(
         [
-            {
-                "id": 1,
-                "prompt": "Tell me a bio of Albert Einstein.",
-                "topic": "Albert Einstein",
-                "response": "Albert Einstein was a German-born physicist.",
-            }
+            {**bio, "id": 1, "response": "Albert Einstein was a German-born physicist."},
+            {**bio, "id": 2, "response": "Albert Einstein was a Brazilian football goalkeeper."},
         ]
     )
-    assert res["n_facts"] >= 1 and res["score"] is not None
+    assert true["n_facts"] >= 1 and false["n_facts"] >= 1
+    assert true["score"] > false["score"], (true["facts"], false["facts"])
+    res = true
     assert all(p in range(len(scorer.kb.passages)) for f in res["facts"] for p in f["passages"])
     assert all(
         scorer.kb.passages[f["passages"][0]]["title"] == "Albert Einstein" for f in res["facts"]

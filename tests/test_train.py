@@ -81,6 +81,28 @@ def test_sft_writes_loadable_checkpoint(tiny_model, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["SFT", "sft.jsonl"]
 
 
+@pytest.mark.parametrize("step", ["sft", "dpo"])
+def test_min_lr_schedule_is_what_the_optimizer_used(step, tiny_model, tmp_path):
+    """One process: the paper recipe's cosine_with_min_lr (1e-6 -> 1e-7) read back from the
+    trainer's log_history at every step, down to the floor at the last (ZeRO-3 / ZeRO-2 / DDP:
+    tests/test_distributed.py)."""
+    from test_distributed import check_min_lr_schedule
+
+    if step == "sft":
+        data = ["--data", str(write_lines(tmp_path / "d.jsonl", sft_records()))]
+    else:
+        pairs = [{"id": f"p{i}", "prompt": f"What is {i} plus {i}?", "chosen": f"It is {2 * i}.",
+                  "rejected": "No idea.", "kind": "if"} for i in range(6)]  # fmt: skip
+        data = ["--pairs", str(write_lines(tmp_path / "d.jsonl", pairs))]
+    main = train_sft.main if step == "sft" else train_dpo.main
+    summary = main(["--init", str(tiny_model), *data, "--out", str(tmp_path / "m"),
+                    "--set", "max_steps=8", "--set", "global_batch_size=2",
+                    "--set", "per_device_train_batch_size=2", "--set", "logging_steps=1",
+                    "--set", "learning_rate=1e-6", "--set", "min_learning_rate=1e-7",
+                    "--threads", "2"])  # fmt: skip
+    check_min_lr_schedule(summary, steps=8, peak=1e-6, floor=1e-7)
+
+
 def test_sft_labels_mask_the_prompt(tiny_model, tmp_path):
     recipe = training.load_recipe(train_sft.RECIPE, sets=["max_steps=1", "global_batch_size=2"])
     recs = sft_records(2)

@@ -311,6 +311,12 @@ def train_and_save(trainer, init: str, paths: RunPaths, recipe: dict, summary: d
         "loss_history": [
             [entry["step"], entry["loss"]] for entry in trainer.state.log_history if "loss" in entry
         ],
+        # the learning rate the scheduler set at each logged step (what the optimizer used)
+        "lr_history": [
+            [entry["step"], entry["learning_rate"]]
+            for entry in trainer.state.log_history
+            if "learning_rate" in entry
+        ],
         "recipe": recipe,
     }
     if main:
