@@ -86,14 +86,17 @@ def run(cmd: list[str], log: Path, timeout: int = 600) -> dict:
 
 
 def check_min_lr_schedule(summary: dict, steps: int, peak: float, floor: float) -> None:
-    """The learning rates the optimizer used (log_history, every step) follow the paper's
-    cosine from `peak` down to the `floor` at the last step, never below it."""
-    lrs = [lr for _, lr in summary["lr_history"]]
+    """The learning rate the optimizer used at each step (log_history, every step) is the
+    paper's cosine from `peak` towards the `floor`: lr_s = floor + (peak - floor) x (1 + cos(pi
+    (s - 1) / steps)) / 2. A schedule that never decays, or decays to 0, fails."""
+    import math
+
     assert [s for s, _ in summary["lr_history"]] == list(range(1, steps + 1)), summary["lr_history"]
-    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False)), lrs  # never rises
-    assert floor < lrs[0] <= peak and lrs[0] > 0.5 * peak, lrs  # starts near the peak
-    assert lrs[-1] == pytest.approx(floor, rel=1e-3), lrs  # reaches the floor, not 0
-    assert min(lrs) >= floor * (1 - 1e-6), lrs
+    want = [floor + (peak - floor) * (1 + math.cos(math.pi * (s - 1) / steps)) / 2
+            for s in range(1, steps + 1)]  # fmt: skip
+    got = [lr for _, lr in summary["lr_history"]]
+    assert got == pytest.approx(want, rel=1e-4), (got, want)
+    assert got[-1] < 2 * floor  # the last step runs close to the floor
 
 
 def weights(folder: Path) -> dict:
