@@ -1,11 +1,11 @@
-"""Tables 2, 3, 8, 11 and table_paired mark a row whose training had nothing to train
+"""Tables 2, 3, 8, 11, table_paired and Figure 1 mark a row whose training had nothing to train
 on (a DPO run on zero pairs: flame.train_dpo.copy_unchanged wrote the SFT model unchanged, its
 train_summary.json says "skipped"), on a small results tree made here."""
 
 import csv
 import json
 
-from flame import tables
+from flame import figure, tables
 
 SUMMARY = {
     "factscore": 0.5,
@@ -116,3 +116,16 @@ def test_tables_8_and_11_and_paired_mark_a_row_trained_on_zero_pairs(tmp_path):
     assert md_row(mdp, f"| table3 | SFT+DPO_fact {MARK} − SFT+DPO | Bio |")
     assert mdp.count(MARK) == 3  # one row per set
     assert "Not trained (zero preference pairs" in mdp
+
+
+def test_figure1_marks_a_row_trained_on_zero_pairs(tmp_path):
+    out = results_tree(tmp_path)
+    pts = figure.points(figure.read_rows(out / "table3_dpo.csv"), "bio_fs")
+    assert {p["name"]: p["untrained"] for p in pts} == {
+        "SFT": False, "SFT+DPO": False, "SFT+DPO_fact": True
+    }  # fmt: skip
+    assert [figure.label(p) for p in pts][-1] == "SFT+DPO_fact (untrained)"
+    figure.main(["--table", str(out / "table3_dpo.csv"), "--out", str(tmp_path / "fig")])
+    svg = (tmp_path / "fig.svg").read_text()
+    assert "SFT+DPO_fact (untrained)" in svg and figure.UNTRAINED_LEGEND in svg
+    assert "SFT+DPO (untrained)" not in svg
