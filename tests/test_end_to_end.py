@@ -156,9 +156,16 @@ def check_tables(results: Path, table3_rows: list[str], strict: bool, table5: bo
     for rows in (t2, t3):
         for row in rows:
             for key, value in row.items():
-                if key in ("model", "vs_baseline") or value == "":
+                if key in ("model", "trained", "vs_baseline") or value == "":
                     continue
                 assert math.isfinite(float(value)), (row["model"], key, value)
+            # a row trained on nothing (zero pairs: its train_summary.json) says so
+            summary = results / "models" / ("dpo" if "+" in row["model"] else "sft")
+            summary = summary / row["model"] / "train_summary.json"
+            info = json.loads(summary.read_text()) if summary.exists() else None
+            trained = info and not info.get("skipped") and info.get("global_step")
+            want = "" if info is None else "true" if trained else "false"
+            assert row["trained"] == want, (row["model"], row["trained"])
     for row in t2[1:] + t3:
         assert row["win"] != "", row["model"]
         if row["bio_fs"] == "":

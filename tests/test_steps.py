@@ -156,8 +156,8 @@ def test_tables_render(tmp_path):
     assert "PT (5-shot)" in md and "62.5 (48.1)" in md
     assert "| SFT+DPO | 3 | 0 |" in (tmp_path / "t" / "table11_pairs.md").read_text()
     paired = (tmp_path / "t" / "table_paired.csv").read_text().splitlines()
-    assert "table2,SFT_fact,SFT,bio,3,50.00,50.00,50.00,higher,0" in paired
-    assert "table2,PT,SFT,bio,0,,,,,0" in paired  # PT wrote no facts file
+    assert "table2,SFT_fact,SFT,bio,3,50.00,50.00,50.00,higher,0,," in paired
+    assert "table2,PT,SFT,bio,0,,,,,0,," in paired  # PT wrote no facts file
     assert (
         "| table2 | SFT_fact − SFT | Bio | +50.0 [+50.0, +50.0] | 3 | higher |"
         in (tmp_path / "t" / "table_paired.md").read_text()
@@ -318,7 +318,7 @@ def test_tables_mark_and_count_left_out_bios(tmp_path):
         "(Doug Sheehan, A, B)." in md.splitlines()
     )
     paired = (tmp_path / "t" / "table_paired.csv").read_text().splitlines()
-    assert "table2,SFT_fact,SFT,bio,1,0.00,0.00,0.00,not distinguishable,3" in paired
+    assert "table2,SFT_fact,SFT,bio,1,0.00,0.00,0.00,not distinguishable,3,," in paired
     assert "3 of 4 bios left out" in (tmp_path / "t" / "table_paired.md").read_text()
     table_fdpo.main(["--eval-dir", str(ev), "--out-dir", str(tmp_path / "f"),
                      "--rows", "SFT=0", "SFT_fact=1"])  # fmt: skip

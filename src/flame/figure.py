@@ -4,7 +4,9 @@ with 95 % bootstrap error bars on both axes, as a PNG and an SVG (matplotlib).
 Reads the Table 3 CSV written by flame.tables (columns win, X, paper_win, paper_X, and
 win_lo/win_hi, X_lo/X_hi). Our models are filled points with error bars; the paper's numbers
 (Llama-2 70B) for the same rows are hollow grey points, joined to ours by a faint line. When no
-row has both numbers (a model whose responses hold no facts), the figure says so.
+row has both numbers (a model whose responses hold no facts), the figure says so. A row whose
+`trained` column is false (a DPO run on zero pairs: its checkpoint is the SFT model unchanged,
+flame.tables.train_status) is a hollow point labelled "NAME (untrained)".
 
 Example:
     python -m flame.figure --table results/tables/table3_dpo.csv --x bio_fs \
@@ -21,6 +23,7 @@ from flame.cli import run
 from flame.io import atomic_path
 
 AXES = {"bio_fs": "Bio", "af_fs": "Alpaca Fact", "fava_fs": "FAVA"}
+UNTRAINED_LEGEND = "untrained (no pairs): its init model unchanged"
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -53,9 +56,15 @@ def points(rows: list[dict], x: str) -> list[dict]:
                 "xerr": err(r, x, ox),
                 "yerr": err(r, "win", oy),
                 "paper": (num(r.get(f"paper_{x}")), num(r.get("paper_win"))),
+                "untrained": r.get("trained") == "false",
             }
         )
     return out
+
+
+def label(p: dict) -> str:
+    """A point's label: its model, marked when it was trained on nothing."""
+    return f"{p['name']} (untrained)" if p["untrained"] else p["name"]
 
 
 def plot(pts: list[dict], x: str, out: str) -> list[Path]:
@@ -66,11 +75,13 @@ def plot(pts: list[dict], x: str, out: str) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for p in pts:
-        ax.errorbar(
+        bar = ax.errorbar(
             p["x"], p["y"], xerr=[[p["xerr"][0]], [p["xerr"][1]]],
             yerr=[[p["yerr"][0]], [p["yerr"][1]]], fmt="o", capsize=3,
         )  # fmt: skip
-        ax.annotate(p["name"], (p["x"], p["y"]), textcoords="offset points", xytext=(5, 5))
+        if p["untrained"]:  # hollow: the init model's numbers, not a trained row's
+            bar.lines[0].set_markerfacecolor("none")
+        ax.annotate(label(p), (p["x"], p["y"]), textcoords="offset points", xytext=(5, 5))
         px, py = p["paper"]
         if px is not None and py is not None:
             ax.scatter([px], [py], facecolors="none", edgecolors="grey")
@@ -79,6 +90,8 @@ def plot(pts: list[dict], x: str, out: str) -> list[Path]:
         ax.text(0.5, 0.5, f"no model has both a win rate and {x}", ha="center",
                 transform=ax.transAxes)  # fmt: skip
     ax.scatter([], [], facecolors="none", edgecolors="grey", label="paper (Llama-2 70B)")
+    if any(p["untrained"] for p in pts):
+        ax.scatter([], [], facecolors="none", edgecolors="black", label=UNTRAINED_LEGEND)
     ax.legend(loc="best", fontsize=8)
     ax.set_xlabel(f"FActScore on {AXES.get(x, x)} (%)")
     ax.set_ylabel("win rate vs SFT+DPO (%)")

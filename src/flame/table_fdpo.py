@@ -15,7 +15,8 @@ A FActScore column built without the responses whose topic the knowledge source 
 retrieval; factuality.json's n_unknown_topic) is marked † with a note saying how many were left
 out (flame.tables.left_out_notes); the CSV's SET_left_out columns give the counts.
 
-With --models-dir, each row's `trained` column reads its checkpoint's train_summary.json: "yes",
+With --models-dir, each row's `trained` column reads its checkpoint's train_summary.json
+(flame.tables.train_status, the same reading as Tables 2, 3, 8 and 11): "yes",
 or "no pairs" for a DPO run that had zero preference pairs (allow_empty_pairs: the checkpoint is
 its init model unchanged, so its numbers are the init model's; a note says so). An untrained
 reward model (zero RM_fact pairs) is reported as such, with no accuracy or speed.
@@ -43,6 +44,9 @@ from flame.tables import (
     left_out_count,
     left_out_notes,
     mark,
+    train_status,
+    untrained,
+    untrained_note,
 )
 
 SETS = {"bio": "bio", "af": "alpaca_fact", "fava": "fava"}
@@ -85,21 +89,14 @@ def fdpo_metrics(eval_dir: Path, model: str, below: float, win: dict | None) -> 
     return row
 
 
-def trained(models_dir: Path | None, model: str) -> str | None:
-    """ "yes", or "no pairs" for a checkpoint DPO left unchanged (zero pairs); None if unknown."""
-    path = models_dir / model / "train_summary.json" if models_dir else None
-    if path is None or not path.exists():
-        return None
-    summary = read_json(path)
-    return "no pairs" if summary.get("skipped") or not summary.get("global_step") else "yes"
-
-
-def untrained_note(rows: dict[str, dict]) -> list[str]:
-    names = [name for name, row in rows.items() if row.get("trained") == "no pairs"]
-    if not names:
-        return []
-    return [f"Not trained (zero preference pairs; the checkpoint is its init model unchanged, "
-            f"so its numbers are the init model's): {', '.join(names)}."]  # fmt: skip
+def trained(row: dict, models_dir: Path | None, model: str) -> None:
+    """Sets row["train"] (flame.tables.train_status of the checkpoint, for the note) and the
+    `trained` cell: "yes", "no pairs" for a checkpoint DPO left unchanged (zero pairs), None if
+    unknown."""
+    row["train"] = train_status(models_dir / model if models_dir else None)
+    row["trained"] = (
+        None if row["train"] is None else "no pairs" if untrained(row["train"]) else "yes"
+    )
 
 
 def cell(x) -> str:
@@ -170,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         for item in args.rows:
             model, _, lam = item.partition("=")
             row = fdpo_metrics(args.eval_dir, model, args.halluc_below, wins.get(model))
-            row["trained"] = trained(args.models_dir, model)
+            trained(row, args.models_dir, model)
             rows[f"F-DPO λ={lam} ({model})"] = {"lambda": float(lam), **row}
         for name, rate in PAPER.items():
             rows[name] = {"halluc_rate": rate}
@@ -178,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         notes = [
             f"factuality: FActScore x 10 per response; halluc_rate: share below {below}; "
             f"win_rate: wins / non-tied judgments vs {args.baseline}.",
-            *untrained_note(rows),
+            *untrained_note({name: row.get("train") for name, row in rows.items()}),
         ]
         if args.counts:
             c = read_json(args.counts)
@@ -199,12 +196,12 @@ def main(argv: list[str] | None = None) -> None:
         for k, item in enumerate(args.rm_rows):
             model, _, label = item.partition("=")
             rows[label] = fdpo_metrics(args.eval_dir, model, args.halluc_below, None)
-            rows[label]["trained"] = trained(args.models_dir, model)
+            trained(rows[label], args.models_dir, model)
             if k < len(args.fact_pairs):
                 pairs = read_jsonl(args.fact_pairs[k])
                 rows[label]["fact_pairs"] = len(pairs)
                 chosen.append({p["id"]: (p["chosen"], p["rejected"]) for p in pairs})
-        notes = untrained_note(rows)
+        notes = untrained_note({name: row.get("train") for name, row in rows.items()})
         if len(chosen) == 2:
             same = sum(chosen[1].get(i) == cr for i, cr in chosen[0].items())
             notes.append(

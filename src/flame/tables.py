@@ -18,6 +18,15 @@ not in the knowledge source (...)"); the CSV's SET_left_out columns give the cou
 where the set was not evaluated). ``left_out``, ``mark`` and ``left_out_notes`` do this for
 every table (flame.tables_extra, flame.table_fdpo).
 
+Untrained rows: with --models-dir, each trained row (an SFT or DPO model of ours) reads its
+checkpoint's train_summary.json. A run that had nothing to train on (flame.train_dpo.copy_unchanged:
+zero preference pairs, or for SFT zero examples) wrote its init model unchanged, so its numbers
+are the init model's: its Markdown row reads "NAME (untrained: zero preference pairs)" with a
+note under the table, and the CSV's `trained` column says false (true for a trained row; empty
+for a model no step of ours trains, PT and Chat, or with no summary). ``train_status``,
+``trained_cell``, ``untrained_label`` and ``untrained_note`` do this for every table
+(flame.table_fdpo too); flame.figure marks such rows in Figure 1.
+
 Error bars: every win-rate and FActScore cell carries n and a 95 % bootstrap interval (CSV
 columns METRIC_n, METRIC_lo, METRIC_hi after the paper's columns; ± half its width in Markdown).
 The last column, vs_baseline, says whether a row can be told apart from the table's baseline
@@ -29,11 +38,13 @@ overlap test: both models answered the same prompts, so the prompt-to-prompt spr
 It says "higher" / "lower" where the interval of the difference excludes 0.
 
 Reads, under --eval-dir: MODEL/factuality.json, MODEL/facts/SET.jsonl, MODEL/alpaca.jsonl,
-winrate_table2.json, winrate_table3.json; under --dpo-dir: SFT_MODEL/pair_counts.json.
+winrate_table2.json, winrate_table3.json; under --dpo-dir: SFT_MODEL/pair_counts.json; under
+--models-dir: sft/MODEL/train_summary.json and dpo/MODEL/train_summary.json (MODEL with a "+").
 
 Example:
     python -m flame.tables --eval-dir results/eval --dpo-dir results/dpo --out-dir results/tables \
-        --table2-rows PT SFT SFT_fact SFT_FLAME --table3-rows SFT SFT+DPO SFT_FLAME+DPO_FLAME
+        --models-dir results/models --table2-rows PT SFT SFT_fact SFT_FLAME \
+        --table3-rows SFT SFT+DPO SFT_FLAME+DPO_FLAME
 """
 
 from __future__ import annotations
@@ -66,6 +77,7 @@ HEADERS = {
 CI_METRICS = ("win", *(f"{s}_fs" for s in SETS))  # cells with n and a bootstrap interval
 LEFT_OUT_MARK = "†"
 LEFT_OUT_WHY = "topic not in the knowledge source"
+UNTRAINED_MARK = "untrained"
 
 
 def left_out(summary: dict | None, noun: str = "responses") -> dict | None:
@@ -109,6 +121,55 @@ def left_out_notes(rows: dict[str, dict], headers: dict[str, str], labels: dict 
             notes.append(f"{LEFT_OUT_MARK} {headers[m]}, {label}: {info['n']}{of} "
                          f"{info['noun']} left out: {LEFT_OUT_WHY}{names}.")  # fmt: skip
     return notes
+
+
+def train_status(checkpoint: Path | None) -> dict | None:
+    """A checkpoint's training, from its train_summary.json: {"trained": True}, or
+    {"trained": False, "why": ...} for one written unchanged from its init because there was
+    nothing to train on (flame.train_dpo.copy_unchanged: "zero preference pairs", for SFT "zero
+    examples"; global_step 0); None without a summary (a model not trained here: PT, Chat)."""
+    path = checkpoint / "train_summary.json" if checkpoint else None
+    if path is None or not path.exists():
+        return None
+    summary = read_json(path)
+    if summary.get("skipped") or not summary.get("global_step"):
+        return {"trained": False, "why": str(summary.get("skipped") or "no training step")}
+    return {"trained": True}
+
+
+def checkpoint(models_dir: Path | None, model: str) -> Path | None:
+    """Where the workflow writes a trained model (as workflow/rules/common.smk's trained_path):
+    models/dpo/MODEL for a DPO run (its name has a "+"), else models/sft/MODEL."""
+    if models_dir is None:
+        return None
+    return models_dir / ("dpo" if "+" in model else "sft") / model
+
+
+def untrained(status: dict | None) -> bool:
+    return status is not None and status["trained"] is False
+
+
+def trained_cell(status: dict | None) -> str:
+    """The CSV cell `trained`: "true", "false" (trained on nothing), "" (not trained here)."""
+    return "" if status is None else str(status["trained"]).lower()
+
+
+def untrained_label(label: str, status: dict | None) -> str:
+    """A Markdown row's name, marked when its checkpoint is its init model unchanged."""
+    return f"{label} ({UNTRAINED_MARK}: {status['why']})" if untrained(status) else label
+
+
+def untrained_note(statuses: dict[str, dict | None], labels: dict | None = None) -> list[str]:
+    """One line per reason, for under a table: which rows were not trained ({name: status})."""
+    by_why: dict[str, list[str]] = {}
+    for name, status in statuses.items():
+        if untrained(status):
+            by_why.setdefault(status["why"], []).append((labels or {}).get(name, name))
+    return [
+        f"Not trained ({why}; the checkpoint is its init model unchanged, so its numbers are the "
+        f"init model's): {', '.join(names)}."
+        for why, names in by_why.items()
+    ]
 
 
 def paper() -> dict:
@@ -208,7 +269,7 @@ def render(
     ci_cols = [f"{m}_{k}" for m in CI_METRICS for k in ("n", "lo", "hi")]
     fs = [f"{s}_fs" for s in SETS]
     cols = ["model", *METRICS, *(f"paper_{m}" for m in METRICS), *ci_cols,
-            *map(left_out_column, fs), "vs_baseline"]  # fmt: skip
+            *map(left_out_column, fs), "trained", "vs_baseline"]  # fmt: skip
     csv = [",".join(cols)]
     md = [
         f"### {title}",
@@ -230,18 +291,27 @@ def render(
                     *("" if p.get(m) is None else str(p[m]) for m in METRICS),
                     *ci_fields(row),
                     *(row.get("left_out_n", {}).get(m, "") for m in fs),
+                    trained_cell(row.get("train")),
                     vs,
                 ]
             )
         )
         cells = [f"{mark(cell(row, m), row, m)} ({fmt(p.get(m))})" for m in METRICS]
-        md.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + f" | {vs} |")
-    notes = left_out_notes(rows, HEADERS, labels)
+        label = untrained_label(labels.get(name, name), row.get("train"))
+        md.append(f"| {label} | " + " | ".join(cells) + f" | {vs} |")
+    notes = [
+        *untrained_note({n: r.get("train") for n, r in rows.items()}, labels),
+        *left_out_notes(rows, HEADERS, labels),
+    ]
     return "\n".join(csv) + "\n", "\n".join([*md, *([""] + notes if notes else [])]) + "\n"
 
 
-def lengths(eval_dir: Path, models: list[str], ref: dict) -> tuple[str, str]:
-    csv = ["model,alpaca,bio,af,fava,paper_alpaca,paper_bio,paper_af,paper_fava"]
+def lengths(
+    eval_dir: Path, models: list[str], ref: dict, train: dict[str, dict | None] | None = None
+) -> tuple[str, str]:
+    """Mean response lengths; train: {model: train_status} (the `trained` column and marks)."""
+    train = {m: (train or {}).get(m) for m in models}
+    csv = ["model,alpaca,bio,af,fava,paper_alpaca,paper_bio,paper_af,paper_fava,trained"]
     md = [
         "### Table 8: mean response length (characters)",
         "",
@@ -264,17 +334,24 @@ def lengths(eval_dir: Path, models: list[str], ref: dict) -> tuple[str, str]:
         ]
         p = ref.get(m, {})
         theirs = [p.get(k) for k in ("alpaca", "bio", "af", "fava")]
-        csv.append(",".join([m, *("" if x is None else f"{x:.1f}" for x in ours + theirs)]))
+        cells = ["" if x is None else f"{x:.1f}" for x in ours + theirs]
+        csv.append(",".join([m, *cells, trained_cell(train[m])]))
         md.append(
-            f"| {m} | "
+            f"| {untrained_label(m, train[m])} | "
             + " | ".join(f"{fmt(a)} ({fmt(b)})" for a, b in zip(ours, theirs, strict=True))
             + " |"
         )
-    return "\n".join(csv) + "\n", "\n".join(md) + "\n"
+    notes = untrained_note(train)
+    return "\n".join(csv) + "\n", "\n".join([*md, *([""] + notes if notes else [])]) + "\n"
 
 
-def pair_counts(dpo_dir: Path, ref: dict) -> tuple[str, str]:
-    csv = ["sft_model,pair_set,if_pairs,fact_pairs,total,paper_if,paper_fact"]
+def pair_counts(
+    dpo_dir: Path, ref: dict, train: dict[str, dict | None] | None = None
+) -> tuple[str, str]:
+    """Pair counts per DPO set; train: {SFT+SET: train_status} of the models trained on them
+    (the `trained` column and marks; empty for a set no model of the tables trains on)."""
+    shown: dict[str, dict | None] = {}
+    csv = ["sft_model,pair_set,if_pairs,fact_pairs,total,paper_if,paper_fact,trained"]
     md = [
         "### Table 11: DPO training pairs",
         "",
@@ -286,14 +363,17 @@ def pair_counts(dpo_dir: Path, ref: dict) -> tuple[str, str]:
         for pair_set, c in read_json(counts_file)["sets"].items():
             name = f"{sft}+{pair_set}"
             p = ref.get(name, {})
+            status = shown[name] = (train or {}).get(name)
             csv.append(
                 f"{sft},{pair_set},{c['if']},{c['fact']},{c['total']},"
-                f"{p.get('if', '')},{p.get('fact', '')}"
+                f"{p.get('if', '')},{p.get('fact', '')},{trained_cell(status)}"
             )
             md.append(
-                f"| {name} | {c['if']} | {c['fact']} | {p.get('if', '-')} | {p.get('fact', '-')} |"
+                f"| {untrained_label(name, status)} | {c['if']} | {c['fact']} | "
+                f"{p.get('if', '-')} | {p.get('fact', '-')} |"
             )
-    return "\n".join(csv) + "\n", "\n".join(md) + "\n"
+    notes = untrained_note(shown)
+    return "\n".join(csv) + "\n", "\n".join([*md, *([""] + notes if notes else [])]) + "\n"
 
 
 def item_scores(eval_dir: Path, model: str, set_name: str) -> dict[str, float]:
@@ -308,10 +388,17 @@ def item_scores(eval_dir: Path, model: str, set_name: str) -> dict[str, float]:
     return {i: sum(v) / len(v) for i, v in facts.items()}
 
 
-def paired_table(eval_dir: Path, tables: dict[str, tuple[list[str], str]]) -> tuple[str, str]:
+def paired_table(
+    eval_dir: Path,
+    tables: dict[str, tuple[list[str], str]],
+    train: dict[str, dict | None] | None = None,
+) -> tuple[str, str]:
     """Each model's FActScore minus its table's baseline's, per set, over the prompts both
-    scored, with the paired bootstrap interval (flame.stats.paired_difference)."""
-    csv = ["table,model,baseline,set,n,diff,lo,hi,verdict,left_out"]
+    scored, with the paired bootstrap interval (flame.stats.paired_difference); train: {model:
+    train_status} (the `trained` / `baseline_trained` columns and marks)."""
+    train = train or {}
+    shown: dict[str, dict | None] = {}
+    csv = ["table,model,baseline,set,n,diff,lo,hi,verdict,left_out,trained,baseline_trained"]
     md = [
         "### Paired FActScore differences against each table's baseline",
         "",
@@ -335,7 +422,12 @@ def paired_table(eval_dir: Path, tables: dict[str, tuple[list[str], str]]) -> tu
                 # the same prompts and knowledge source leave the same prompts out of both
                 pair = {x: set_left_out(eval_dir, x, set_name) for x in (m, baseline)}
                 out = max((i["n"] for i in pair.values() if i), default=0)
-                csv.append(f"{table},{m},{baseline},{set_short},{d['n']},{','.join(f)},{v},{out}")
+                ts = [train.get(m), train.get(baseline)]
+                shown.update({m: ts[0], baseline: ts[1]})
+                tc = ",".join(map(trained_cell, ts))
+                csv.append(
+                    f"{table},{m},{baseline},{set_short},{d['n']},{','.join(f)},{v},{out},{tc}"
+                )
                 for x, info in pair.items():
                     if info:
                         seen.setdefault(x, {"left_out": {}})["left_out"][metric] = info
@@ -346,8 +438,9 @@ def paired_table(eval_dir: Path, tables: dict[str, tuple[list[str], str]]) -> tu
                 )
                 cell = mark(cell, {"left_out": {metric: out}}, metric)
                 name = HEADERS[metric].removesuffix(" FS")
-                md.append(f"| {table} | {m} − {baseline} | {name} | {cell} | {d['n']} | {v} |")
-    notes = left_out_notes(seen, HEADERS)
+                pair_name = " − ".join(map(untrained_label, (m, baseline), ts))
+                md.append(f"| {table} | {pair_name} | {name} | {cell} | {d['n']} | {v} |")
+    notes = [*untrained_note(shown), *left_out_notes(seen, HEADERS)]
     return "\n".join(csv) + "\n", "\n".join([*md, *([""] + notes if notes else [])]) + "\n"
 
 
@@ -379,6 +472,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--table2-rows", nargs="+", required=True)
     ap.add_argument("--table3-rows", nargs="+", required=True)
     ap.add_argument("--data-manifest", type=Path, help="the data stage's manifest.json (notes)")
+    ap.add_argument(
+        "--models-dir", type=Path,
+        help="the trained models (sft/MODEL, dpo/MODEL): their train_summary.json marks the rows "
+        "trained on nothing",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     ref = paper()
     labels = ref["row_labels"]
@@ -391,6 +489,13 @@ def main(argv: list[str] | None = None) -> None:
         for m in args.table2_rows
     }
     t3 = {m: model_row(args.eval_dir, m, w3.get(m), win_ci=c3.get(m)) for m in args.table3_rows}
+    train = {
+        m: train_status(checkpoint(args.models_dir, m))
+        for m in dict.fromkeys(args.table2_rows + args.table3_rows)
+    }
+    for row_set in (t2, t3):
+        for m, row in row_set.items():
+            row["train"] = train[m]
     outputs = {
         "table2_sft": render(
             "Table 2: SFT variants (win rate vs SFT)", t2, ref["table2"], labels, "SFT"
@@ -402,11 +507,13 @@ def main(argv: list[str] | None = None) -> None:
             args.eval_dir,
             [m for m in dict.fromkeys(args.table2_rows + args.table3_rows) if m != "PT"],
             ref["table8_length_chars"],
+            train,
         ),
-        "table11_pairs": pair_counts(args.dpo_dir, ref["table11_pairs"]),
+        "table11_pairs": pair_counts(args.dpo_dir, ref["table11_pairs"], train),
         "table_paired": paired_table(
             args.eval_dir,
             {"table2": (args.table2_rows, "SFT"), "table3": (args.table3_rows, "SFT+DPO")},
+            train,
         ),
     }
     note = missing_note(args.data_manifest)

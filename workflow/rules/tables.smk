@@ -1,4 +1,5 @@
-# The paper's tables, our numbers beside the paper's (Tables 2, 3, 8 and 11).
+# The paper's tables, our numbers beside the paper's (Tables 2, 3, 8 and 11). A row whose
+# model was trained on nothing (zero DPO pairs, its train_summary.json) is marked untrained.
 
 
 rule tables:
@@ -10,6 +11,12 @@ rule tables:
         winrates=expand(f"{R}/eval/winrate_{{table}}.json", table=["table2", "table3"]),
         pair_counts=expand(f"{R}/dpo/{{policy}}/pair_counts.json", policy=POLICY_INITS),
         data_manifest=rules.build_data.output.manifest,
+        # the rows' checkpoints: their train_summary.json marks a row trained on nothing
+        models=[
+            trained_path(m)
+            for m in dict.fromkeys([*TABLE2_ROWS, *TABLE3_ROWS])
+            if m in SFT_NAMES or "+" in m
+        ],
     output:
         **{
             f"{t}_{ext}": report(
@@ -35,13 +42,15 @@ rule tables:
         py=PY,
         eval_dir=lambda wc, input: Path(input.winrates[0]).parent,
         dpo_dir=lambda wc, input: Path(input.pair_counts[0]).parent.parent,
+        models_dir=lambda wc, input: Path(input.models[0]).parent.parent,
         out_dir=lambda wc, output: Path(output.table2_sft_csv).parent,
         rows2=" ".join(TABLE2_ROWS),
         rows3=" ".join(f"'{m}'" for m in TABLE3_ROWS),
     shell:
         "{params.py} -m flame.tables --eval-dir {params.eval_dir} --dpo-dir {params.dpo_dir}"
         " --out-dir {params.out_dir} --table2-rows {params.rows2} --table3-rows {params.rows3}"
-        " --data-manifest {input.data_manifest} > {log} 2>&1"
+        " --data-manifest {input.data_manifest} --models-dir {params.models_dir}"
+        " > {log} 2>&1"
 
 
 # Does the win-rate judge judge? Accuracy on 36 obvious pairs per mode (judged early, on idle
