@@ -94,3 +94,28 @@ def test_steps_reject_wrong_typed_records(tmp_path):
     ]  # fmt: skip
     for args, message in cases:
         assert_bad_input(python(*map(str, args)), message)
+
+
+def test_a_bug_in_hub_loading_is_not_bad_input(monkeypatch):
+    import datasets
+    from datasets.exceptions import DatasetGenerationError
+
+    from flame.data.hub import load_table
+
+    def load(error):
+        def load_dataset(*args, **kwargs):
+            raise error
+
+        monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+
+    for error in (ConnectionError("offline"), ValueError('Unknown split "eval"'),
+                  DatasetGenerationError("cannot parse")):  # fmt: skip
+        load(error)
+        with pytest.raises(OSError, match="give a local file instead"):
+            load_table("someone/some_set")
+    load(AttributeError("'NoneType' object has no attribute 'split'"))  # a bug: kept as it is
+    with pytest.raises(AttributeError, match="no attribute 'split'"):
+        load_table("someone/some_set")
+    load(KeyError("text"))
+    with pytest.raises(KeyError):
+        load_table("hf://datasets/someone/some_set/data.jsonl")
