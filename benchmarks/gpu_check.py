@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from flame.cli import run
+
 ROOT = Path(__file__).resolve().parents[1]
 # dense bf16 peak FLOP/s by GPU name (no sparsity)
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
@@ -113,7 +115,7 @@ def check_train(args, names: list[str], tmp: Path) -> None:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -123,7 +125,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--per-device-batch", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=512)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     names = gpus()
     if not names:
         print("gpu-check: no NVIDIA GPU here (nvidia-smi finds none); nothing to check")
@@ -134,4 +136,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

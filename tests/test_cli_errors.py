@@ -96,6 +96,12 @@ def test_steps_reject_wrong_typed_records(tmp_path):
         assert_bad_input(python(*map(str, args)), message)
 
 
+def test_benchmark_bad_input_exits_2(tmp_path):
+    bad = lines(tmp_path / "judge_pairs.jsonl", {"instruction": "i", "better": 1, "worse": "w"})
+    res = python(str(ROOT / "benchmarks/judge_quality.py"), "--pairs", str(bad), "--judge", "x")
+    assert_bad_input(res, f"{bad}:1: field 'better' must be a string, got 1")
+
+
 def test_a_bug_in_hub_loading_is_not_bad_input(monkeypatch):
     import datasets
     from datasets.exceptions import DatasetGenerationError
