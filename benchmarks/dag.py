@@ -26,6 +26,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from flame import cli
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -41,7 +43,7 @@ def run(wd: Path, cores: int, extra: list[str]) -> float:
         env=env,
     )
     if res.returncode:
-        sys.exit(f"snakemake failed:\n{res.stderr[-3000:]}")
+        raise RuntimeError(f"snakemake failed:\n{res.stderr[-3000:]}")
     return time.time() - t0
 
 
@@ -115,7 +117,7 @@ def compare(names: list[str], results: list[dict]) -> None:
     print(f"  {'whole DAG (wall)':20s} " + " ".join(f"{r['cold']:26.0f}" for r in results))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -128,7 +130,7 @@ def main() -> None:
         metavar="OVERLAY",
         help="also run the DAG with this overlay, right after the first run, and compare",
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).parent))
     from common import print_machine
 
@@ -148,4 +150,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

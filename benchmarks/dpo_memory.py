@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from flame.cli import run
+
 ROOT = Path(__file__).resolve().parents[1]
 ACCEL = ROOT / "workflow/accelerate"
 SETUPS = {  # name -> (accelerate config or None, precompute reference log-probs)
@@ -49,12 +51,12 @@ def pairs(path: Path, n: int = 16) -> Path:
     return path
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--only", help="comma-separated set-ups: " + ", ".join(SETUPS))
     ap.add_argument("--workdir", type=Path)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     wd = args.workdir or Path(tempfile.mkdtemp(prefix="flame-dpo-mem-"))
     wd.mkdir(parents=True, exist_ok=True)
     model = wd / "smollm2"
@@ -98,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

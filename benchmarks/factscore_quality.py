@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import knowledge_base, print_machine  # noqa: E402
 
+from flame.cli import run  # noqa: E402
 from flame.factscore import aggregate  # noqa: E402
 
 SETTINGS = [  # (label, retrieval, k, passage chars): the embedded default's evaluation / RM_fact
@@ -143,7 +144,7 @@ def evaluate(scorer_for, items, bad, unit: str = "sentence") -> dict:
     return report
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -167,7 +168,7 @@ def main() -> None:
     )
     ap.add_argument("--cache", default=None)
     ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print_machine()
 
     from flame.factscore import FactScorer
@@ -239,4 +240,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -29,8 +29,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import knowledge_base, people_responses, print_machine  # noqa: E402
 
+from flame.cli import run  # noqa: E402
 
-def main() -> None:
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -48,7 +50,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--spec", default="{}", help="extra model spec keys (JSON), e.g. quantize")
     ap.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     from flame.cache import Cache
     from flame.factscore import FactScorer
@@ -136,4 +138,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -20,8 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import print_machine  # noqa: E402
 
+from flame.cli import run  # noqa: E402
 
-def main() -> None:
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -33,7 +35,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4, help="samples per prompt in the sampled run")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32, help="transformers only")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     from flame.data import load_wiki_summaries
     from flame.lm import Prompt, Sampling, load_lm
@@ -82,4 +84,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from flame.cli import run
+
 ROOT = Path(__file__).resolve().parents[1]
 # dense bf16 peak FLOP/s by GPU name (no sparsity)
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
@@ -143,7 +145,7 @@ def check_qlora(args, names: list[str], tmp: Path) -> None:
         raise SystemExit(f"error: asked for nf4, the summary records {ran}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -153,7 +155,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--per-device-batch", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=512)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     names = gpus()
     if not names:
         print("gpu-check: no NVIDIA GPU here (nvidia-smi finds none); nothing to check")
@@ -165,4 +167,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -20,11 +20,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import print_machine  # noqa: E402
 
+from flame.cli import run  # noqa: E402
 
-def main() -> None:
+
+def main(argv: list[str] | None = None) -> None:
     from flame.io import json_arg, read_jsonl
     from flame.judge import MODES, judge
-    from flame.judge_quality import accuracy, default_pairs, render
+    from flame.judge_quality import JUDGE_PAIRS, accuracy, default_pairs, render
     from flame.lm import load_lm
 
     ap = argparse.ArgumentParser(
@@ -35,9 +37,9 @@ def main() -> None:
     ap.add_argument("--pairs", default=default_pairs())
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", help="write every number here too")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print_machine()
-    pairs = read_jsonl(args.pairs, required=("instruction", "better", "worse"))
+    pairs = read_jsonl(args.pairs, JUDGE_PAIRS)
     items = [(p["instruction"], p["better"], p["worse"]) for p in pairs]
     lm = load_lm(args.judge, threads=args.threads)
     print(f"judge {lm.fingerprint}, {len(pairs)} pairs from {args.pairs}")
@@ -53,4 +55,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 from common import print_machine  # noqa: E402
 
+from flame.cli import run  # noqa: E402
+
 PORT = 8765  # shrink.yaml's judge: http://127.0.0.1:8765/v1, model "smollm2"
 COPIED = ["Snakefile", "config.yaml", "workflow", "envs", "profiles"]
 LINKED = ["tests", "data", "src"]  # relative paths of paper.yaml + shrink.yaml resolve in there
@@ -107,13 +109,13 @@ def start_judge(wd: Path) -> tuple[subprocess.Popen, float]:
     deadline = time.time() + 900
     while time.time() < deadline:
         if server.poll() is not None:
-            raise SystemExit(f"the judge server exited ({server.returncode}): see {log.name}")
+            raise RuntimeError(f"the judge server exited ({server.returncode}): see {log.name}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=2)
             return server, time.time() - t0
         except OSError:
             time.sleep(2)
-    raise SystemExit(f"the judge server did not answer in 900 s: see {log.name}")
+    raise RuntimeError(f"the judge server did not answer in 900 s: see {log.name}")
 
 
 def snakemake_cmd(overlay: Path) -> list[str]:
@@ -192,7 +194,7 @@ def run_snakemake(cmd, wd: Path, name: str, interrupt_on: Path | None, env) -> d
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", type=Path, default=ROOT / ".rehearsal")
     ap.add_argument("--nodes", type=int, default=2, help="Slurm nodes per training job")
@@ -204,7 +206,7 @@ def main() -> None:
     )
     ap.add_argument("--no-interrupt", action="store_true")
     ap.add_argument("--fresh", action="store_true", help="delete the workdir's results first")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print_machine()
     wd = args.workdir.resolve()
     if args.fresh:
@@ -250,4 +252,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+from flame.cli import run
 
-def main() -> None:
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -30,7 +32,7 @@ def main() -> None:
     ap.add_argument("--passage-chars", type=int, default=300)
     ap.add_argument("--n-fixed", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).parent))
     from common import print_machine
 
@@ -39,7 +41,7 @@ def main() -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from flame.factscore.options import build_scorer, load_models
-    from flame.io import json_arg, read_jsonl
+    from flame.io import EXTRAS, SAMPLES, json_arg, read_jsonl
     from flame.knowledge import KnowledgeBase
     from flame.rm_bt import agreement
     from flame.train_rm import score, untrained_reason
@@ -49,7 +51,7 @@ def main() -> None:
     if why:
         raise SystemExit(f"{args.rm}: the reward model was not trained ({why}): nothing to compare")
     set_threads(args.threads)
-    samples = [s for s in read_jsonl(args.samples) if s.get("fact_based")]
+    samples = [s for s in read_jsonl(args.samples, SAMPLES, optional=EXTRAS) if s.get("fact_based")]
     if not samples:
         raise SystemExit(f"{args.samples}: no fact-based prompt: FActScore scores nothing here")
     items = [{"id": f"{s['id']}#{j}", "prompt": s["instruction"], "topic": s.get("topic"),
@@ -97,4 +99,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

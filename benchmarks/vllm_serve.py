@@ -27,6 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import print_machine  # noqa: E402
 
+from flame.cli import run  # noqa: E402
+
 JOB = r"""
 import json, sys, time
 t0 = time.time()
@@ -61,12 +63,12 @@ def job(spec: dict, n: int, threads: int) -> dict:
         text=True,
     )
     if res.returncode:
-        sys.exit(f"job failed:\n{res.stderr[-3000:]}")
+        raise RuntimeError(f"job failed:\n{res.stderr[-3000:]}")
     out = json.loads(res.stdout.strip().splitlines()[-1])
     return {"wall_s": time.time() - t0, **out}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -75,7 +77,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="bfloat16")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print_machine()
     model = str(Path(args.model).resolve())
     in_process = {
@@ -110,9 +112,9 @@ def main() -> None:
                 break
             except OSError:
                 if server.poll() is not None:
-                    sys.exit("vllm serve exited before it was ready")
+                    raise RuntimeError("vllm serve exited before it was ready") from None
                 if time.time() - t0 > 600:
-                    sys.exit("vllm serve not ready after 600 s")
+                    raise RuntimeError("vllm serve not ready after 600 s") from None
                 time.sleep(1)
         print(f"vllm serve start-up (once per model): {time.time() - t0:.1f} s")
         print(f"{args.jobs} jobs each: {args.prompts} greedy bios + {args.prompts} True/False")
@@ -136,4 +138,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -181,7 +181,7 @@ def test_malformed_resource_lines_name_file_and_line(tmp_path):
             load_nonfact(path)
     labels = tmp_path / "labels.jsonl"
     labels.write_text(json.dumps({"id": "c", "instruction": "Hi", "fact_based": "yes"}) + "\n")
-    with pytest.raises(RecordError, match=f"{labels}:1: field 'fact_based' must be a bool"):
+    with pytest.raises(RecordError, match=f"{labels}:1: field 'fact_based' must be true or false"):
         load_classifier_labels(labels)
     wiki = tmp_path / "wiki.json"
     wiki.write_text(json.dumps({"A": {"title": "A", "extract": None}}))

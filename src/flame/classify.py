@@ -29,7 +29,7 @@ import argparse
 import logging
 
 from flame.cli import run
-from flame.io import json_arg, read_jsonl, setup_logging, write_json, write_jsonl
+from flame.io import PROMPTS, json_arg, read_jsonl, setup_logging, write_json, write_jsonl
 from flame.lm import LM, load_lm
 from flame.prompts import classify_prompt
 from flame.stats import interval
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--inputs and --outputs must have the same length")
     setup_logging()
 
-    labels = read_jsonl(args.labels, required=("instruction", "fact_based"))
-    inputs = [read_jsonl(p, required=("id", "instruction")) for p in args.inputs]
+    labels = read_jsonl(args.labels, {"instruction": str, "fact_based": bool})
+    inputs = [read_jsonl(p, PROMPTS) for p in args.inputs]
     lm = load_lm(args.model, cache=args.cache, threads=args.threads)
 
     gold = [bool(r["fact_based"]) for r in labels]

@@ -30,7 +30,15 @@ from pathlib import Path
 
 from flame.cli import run
 from flame.factscore.options import add_scorer_args, build_scorer, load_models
-from flame.io import read_jsonl, record_lines, setup_logging, write_json, write_jsonl
+from flame.io import (
+    EXTRAS,
+    SAMPLES,
+    read_jsonl,
+    record_lines,
+    setup_logging,
+    write_json,
+    write_jsonl,
+)
 
 log = logging.getLogger("flame.evaluate")
 
@@ -81,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     reranker = Reranker(args.reranker) if args.reranker else None  # one model for all modes
     items_of: dict[str, list[dict]] = {}
     for name, path, _ in args.sets:
-        recs = read_jsonl(path, required=("id", "instruction", "responses"))
+        recs = read_jsonl(path, SAMPLES, optional=EXTRAS)
         lines = record_lines(path)
         items_of[name] = [
             {

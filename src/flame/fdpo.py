@@ -30,7 +30,15 @@ import random
 from collections import Counter
 
 from flame.cli import run
-from flame.io import json_arg, read_jsonl, setup_logging, write_json, write_jsonl
+from flame.io import (
+    PAIR_EXTRAS,
+    PAIRS,
+    json_arg,
+    read_jsonl,
+    setup_logging,
+    write_json,
+    write_jsonl,
+)
 
 log = logging.getLogger("flame.fdpo")
 
@@ -142,11 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     setup_logging()
-    pairs = [
-        p
-        for path in args.pairs
-        for p in read_jsonl(path, required=("prompt", "chosen", "rejected"))
-    ]
+    pairs = [p for path in args.pairs for p in read_jsonl(path, PAIRS, optional=PAIR_EXTRAS)]
     if args.balance is not None and not isinstance(args.balance, dict):
         raise SystemExit(
             f"error: --balance: expected a JSON mapping bucket -> weight, got {args.balance!r}"

@@ -22,7 +22,7 @@ import argparse
 import logging
 
 from flame.cli import run
-from flame.io import json_arg, read_jsonl, setup_logging, write_jsonl
+from flame.io import EXTRAS, PROMPTS, json_arg, read_jsonl, setup_logging, write_jsonl
 from flame.lm import Sampling, load_lm
 from flame.prompts import FEWSHOT_STOP, fewshot_prompt
 from flame.retrieval import BM25Index
@@ -105,8 +105,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     setup_logging()
 
-    pool = [r for r in read_jsonl(args.demos, required=("id", "instruction")) if r.get("response")]
-    targets = read_jsonl(args.inputs, required=("id", "instruction"))
+    pool = [
+        r
+        for r in read_jsonl(args.demos, PROMPTS, optional={"response": str | None})
+        if r.get("response")
+    ]
+    targets = read_jsonl(args.inputs, PROMPTS, optional=EXTRAS)
     if args.only_fact_based:
         targets = [t for t in targets if t.get("fact_based")]
     log.info("%d targets, demo pool of %d", len(targets), len(pool))

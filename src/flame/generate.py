@@ -16,7 +16,7 @@ import argparse
 import logging
 
 from flame.cli import run
-from flame.io import json_arg, read_jsonl, setup_logging, write_jsonl
+from flame.io import PROMPTS, json_arg, read_jsonl, setup_logging, write_jsonl
 from flame.lm import Prompt, Sampling, load_lm
 
 log = logging.getLogger("flame.generate")
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(args.inputs) != len(args.outs):
         ap.error("--inputs and --outs must have the same length")
     setup_logging()
-    files = [read_jsonl(p, required=("id", "instruction")) for p in args.inputs]
+    files = [read_jsonl(p, PROMPTS) for p in args.inputs]
     lm = load_lm(args.model, cache=args.cache, threads=args.threads)
     sampling = Sampling(
         max_new_tokens=args.max_new_tokens,

@@ -27,7 +27,16 @@ from collections import Counter
 from flame.cli import run
 from flame.factscore.options import add_scorer_args, build_scorer, load_models
 from flame.fdpo import label
-from flame.io import json_arg, read_jsonl, setup_logging, write_json, write_jsonl
+from flame.io import (
+    EXTRAS,
+    SAMPLES,
+    SCORES,
+    json_arg,
+    read_jsonl,
+    setup_logging,
+    write_json,
+    write_jsonl,
+)
 
 log = logging.getLogger("flame.invert")
 
@@ -110,8 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     from flame.knowledge import KnowledgeBase
     from flame.lm import Prompt, Sampling, load_lm
 
-    samples = read_jsonl(args.samples, required=("id", "instruction", "responses"))
-    rm_fact = {r["id"]: r["scores"] for r in read_jsonl(args.rm_fact, required=("id", "scores"))}
+    samples = read_jsonl(args.samples, SAMPLES, optional=EXTRAS)
+    rm_fact = {r["id"]: r["scores"] for r in read_jsonl(args.rm_fact, SCORES)}
     originals = clean_responses(samples, rm_fact, args.threshold, args.max_rewrites, args.seed)
     log.info("%d clean responses to rewrite", len(originals))
     rewrites: list[str] = []

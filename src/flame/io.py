@@ -13,18 +13,101 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+import types
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 
 
 class RecordError(ValueError):
     """A malformed input record; the message names the file and line."""
 
 
-def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """Read a JSONL file. Blank lines are skipped; a bad line raises RecordError naming it."""
-    required = tuple(required)
+# The shapes of the records the steps pass each other, for read_jsonl's `required`/`optional`.
+ID = str | int
+PROMPTS = {"id": ID, "instruction": str}
+SAMPLES = {"id": ID, "instruction": str, "responses": list[str]}
+SCORES = {"id": ID, "scores": list[float | None]}
+PAIRS = {"prompt": str, "chosen": str, "rejected": str}
+PAIR_EXTRAS = {
+    "kind": str | None,
+    "rm_if": list[float | None] | None,
+    "rm_fact": list[float | None] | None,
+}
+FACTS = {"id": ID, "supported": bool}  # the factscore step's facts files: one row a fact
+EXTRAS = {"fact_based": bool | None, "topic": str | None}  # checked where a record has them
+
+_NAMES = {  # spec: (singular, plural) as an error message says them
+    str: ("a string", "strings"),
+    float: ("a number", "numbers"),
+    int: ("an integer", "integers"),
+    bool: ("true or false", "booleans"),
+    dict: ("an object", "objects"),
+    list: ("a list", "lists"),
+    type(None): ("null", "nulls"),
+}
+
+
+def conforms(value: Any, spec: Any) -> bool:
+    """Whether a JSON value has the shape `spec`: str, float (an int too, not a bool), int, bool,
+    dict, list, None, Any, a union (`float | None`) or a list of one (`list[list[float]]`)."""
+    origin = get_origin(spec)
+    if spec is Any:
+        return True
+    if spec is None or spec is type(None):
+        return value is None
+    if origin in (Union, types.UnionType):
+        return any(conforms(value, a) for a in get_args(spec))
+    if origin is list:
+        (item,) = get_args(spec)
+        return isinstance(value, list) and all(conforms(v, item) for v in value)
+    if spec is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if spec is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, spec)
+
+
+def describe(spec: Any, plural: bool = False) -> str:
+    """`list[list[float]]` -> "a list of lists of numbers", as an error message says it."""
+    origin = get_origin(spec)
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe(a, plural) for a in get_args(spec))
+    if origin is list:
+        return f"{'lists' if plural else 'a list'} of {describe(get_args(spec)[0], True)}"
+    if spec is None:
+        spec = type(None)
+    return _NAMES[spec][plural] if spec in _NAMES else getattr(spec, "__name__", str(spec))
+
+
+def check_fields(
+    rec: dict[str, Any], where: str, required: Mapping[str, Any], optional: Mapping[str, Any]
+) -> None:
+    """Raise RecordError naming `where` (file:line) and the field unless `rec` has every
+    `required` field and each required or present `optional` field has its shape."""
+    missing = [k for k in required if k not in rec]
+    if missing:
+        raise RecordError(f"{where}: missing field(s) {', '.join(missing)}")
+    for key, spec in (*required.items(), *optional.items()):
+        if key in rec and not conforms(rec[key], spec):
+            got = json.dumps(rec[key], ensure_ascii=False)
+            got = got if len(got) <= 40 else got[:37] + "..."
+            raise RecordError(f"{where}: field {key!r} must be {describe(spec)}, got {got}")
+
+
+def read_jsonl(
+    path: str | os.PathLike,
+    required: Iterable[str] | Mapping[str, Any] = (),
+    optional: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Read a JSONL file. Blank lines are skipped; a bad line raises RecordError naming it.
+
+    `required`: fields each record must have; a mapping also gives each one's shape (see
+    `conforms`: `{"prompt": str, "scores": list[float | None]}`). `optional`: shapes of fields
+    checked where a record has them."""
+    if not isinstance(required, Mapping):
+        required = dict.fromkeys(required, Any)
+    optional = optional or {}
     records = []
     path = Path(path)
     if not path.exists():
@@ -41,9 +124,7 @@ def read_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> list[di
                 raise RecordError(
                     f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}"
                 )
-            missing = [k for k in required if k not in rec]
-            if missing:
-                raise RecordError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
+            check_fields(rec, f"{path}:{lineno}", required, optional)
             records.append(rec)
     return records
 

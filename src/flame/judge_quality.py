@@ -33,6 +33,8 @@ from flame.lm import load_lm
 from flame.stats import interval
 
 log = logging.getLogger("flame.judge_quality")
+# the judged pairs (flame/resources/judge_pairs.jsonl)
+JUDGE_PAIRS = {"instruction": str, "better": str, "worse": str}
 
 
 def default_pairs() -> str:
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.judge is not None:
         if not args.out:
             ap.error("--judge needs --out")
-        pairs = read_jsonl(args.pairs, required=("instruction", "better", "worse"))
+        pairs = read_jsonl(args.pairs, JUDGE_PAIRS)
         cut = args.response_chars
         items = [(p["instruction"], p["better"][:cut], p["worse"][:cut]) for p in pairs]
         lm = load_lm(args.judge, cache=args.cache, threads=args.threads)

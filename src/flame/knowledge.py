@@ -51,7 +51,7 @@ from pathlib import Path
 
 from flame.cli import run
 from flame.factscore.sentences import split_sentences
-from flame.io import read_json, read_jsonl, setup_logging, write_json, write_jsonl
+from flame.io import ID, read_json, read_jsonl, setup_logging, write_json, write_jsonl
 from flame.retrieval import RETRIEVERS, get_retriever
 
 log = logging.getLogger("flame.knowledge")
@@ -94,7 +94,7 @@ def iter_documents(source: str) -> Iterator[tuple[str, list[str]]]:
         finally:
             conn.close()
     elif kind == "jsonl":
-        for rec in read_jsonl(arg, required=("title", "text")):
+        for rec in read_jsonl(arg, {"title": ID, "text": str | list[str]}):
             text = rec["text"]
             yield str(rec["title"]), text if isinstance(text, list) else [text]
     elif kind == "parquet":
@@ -316,7 +316,7 @@ class KnowledgeBase:
                 f"rebuild with: python -m flame.knowledge build ... --retriever {name}"
             )
         index = index_cls.load(folder / name)
-        passages = read_jsonl(folder / PASSAGES_FILE, required=("id", "title", "text"))
+        passages = read_jsonl(folder / PASSAGES_FILE, {"id": ID, "title": str, "text": str})
         if len(passages) != len(index):
             raise ValueError(f"{folder}: {len(passages)} passages but {len(index)} indexed")
         kb = cls(folder, passages, index, meta)

@@ -34,7 +34,7 @@ from collections import Counter
 from pathlib import Path
 
 from flame.cli import run
-from flame.io import read_jsonl, setup_logging, write_json, write_jsonl
+from flame.io import EXTRAS, SAMPLES, SCORES, read_jsonl, setup_logging, write_json, write_jsonl
 
 log = logging.getLogger("flame.pairs")
 
@@ -170,9 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--suffix", default="", help="set-name suffix (selections other than maxmin)")
     args = ap.parse_args(argv)
     setup_logging()
-    samples = read_jsonl(args.samples, required=("id", "instruction", "responses"))
-    rm_if = {r["id"]: r["scores"] for r in read_jsonl(args.rm_if, required=("id", "scores"))}
-    rm_fact = {r["id"]: r["scores"] for r in read_jsonl(args.rm_fact, required=("id", "scores"))}
+    samples = read_jsonl(args.samples, SAMPLES, optional=EXTRAS)
+    rm_if = {r["id"]: r["scores"] for r in read_jsonl(args.rm_if, SCORES)}
+    rm_fact = {r["id"]: r["scores"] for r in read_jsonl(args.rm_fact, SCORES)}
     for s in samples:
         if s["id"] not in rm_if or len(rm_if[s["id"]]) != len(s["responses"]):
             raise SystemExit(f"{args.rm_if}: no RM_IF scores for every response of {s['id']!r}")

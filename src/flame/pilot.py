@@ -36,7 +36,7 @@ import random
 from pathlib import Path
 
 from flame.cli import run
-from flame.io import read_jsonl, setup_logging, write_json, write_jsonl
+from flame.io import EXTRAS, ID, SAMPLES, SCORES, read_jsonl, setup_logging, write_json, write_jsonl
 
 log = logging.getLogger("flame.pilot")
 
@@ -135,7 +135,10 @@ def cmd_prompts(args) -> None:
         embedded_people() if args.entities == "embedded" else load_factscore_entities(args.entities)
     )
     exclude = {
-        str(r["topic"]).lower() for path in args.exclude for r in read_jsonl(path) if r.get("topic")
+        str(r["topic"]).lower()
+        for path in args.exclude
+        for r in read_jsonl(path, optional=EXTRAS)
+        if r.get("topic")
     }
     kb = KnowledgeBase.load(args.knowledge)
     people, drops = training_people(names, exclude, kb.has_topic, args.n, args.seed)
@@ -144,9 +147,9 @@ def cmd_prompts(args) -> None:
 
 
 def cmd_data(args) -> None:
-    pt = read_jsonl(args.pt, required=("id", "instruction", "responses"))
-    rag = {r["id"]: r for r in read_jsonl(args.rag, required=("id", "responses"))}
-    fs_records = read_jsonl(args.factscore, required=("id", "scores"))
+    pt = read_jsonl(args.pt, SAMPLES, optional=EXTRAS)
+    rag = {r["id"]: r for r in read_jsonl(args.rag, {"id": ID, "responses": list[str]})}
+    fs_records = read_jsonl(args.factscore, SCORES, optional={"unknown_topic": bool})
     scores = {r["id"]: r["scores"] for r in fs_records}
     unknown = {r["id"] for r in fs_records if r.get("unknown_topic")}
     left = [s for s in pt if s["id"] in unknown]

@@ -19,7 +19,7 @@ import logging
 import time
 
 from flame.cli import run
-from flame.io import read_jsonl, setup_logging, write_json, write_jsonl
+from flame.io import EXTRAS, SAMPLES, SCORES, read_jsonl, setup_logging, write_json, write_jsonl
 
 log = logging.getLogger("flame.rm_bt")
 
@@ -86,11 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     from flame.train_rm import untrained_reason
 
-    samples = [
-        s
-        for s in read_jsonl(args.samples, required=("id", "instruction", "responses"))
-        if s.get("fact_based")
-    ]
+    samples = [s for s in read_jsonl(args.samples, SAMPLES, optional=EXTRAS) if s.get("fact_based")]
     why = untrained_reason(args.model)
     if why is not None:
         if not args.allow_untrained:
@@ -130,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
              "seconds": round(seconds, 3),
              "responses_per_s": len(texts) / seconds if seconds > 0 else None}  # fmt: skip
     if args.compare:
-        ref = {r["id"]: r["scores"] for r in read_jsonl(args.compare, required=("id", "scores"))}
+        ref = {r["id"]: r["scores"] for r in read_jsonl(args.compare, SCORES)}
         stats["agreement_with_factscore"] = agreement({r["id"]: r["scores"] for r in records}, ref)
     if args.stats:
         write_json(args.stats, stats)

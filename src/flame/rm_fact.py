@@ -26,7 +26,7 @@ import logging
 
 from flame.cli import run
 from flame.factscore.options import add_scorer_args, build_scorer, load_models
-from flame.io import read_jsonl, record_lines, setup_logging, write_jsonl
+from flame.io import EXTRAS, SAMPLES, read_jsonl, record_lines, setup_logging, write_jsonl
 
 log = logging.getLogger("flame.rm_fact")
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     from flame.knowledge import KnowledgeBase
 
-    records = read_jsonl(args.samples, required=("id", "instruction", "responses"))
+    records = read_jsonl(args.samples, SAMPLES, optional=EXTRAS)
     lines = record_lines(args.samples)
     samples = [(s, n) for s, n in zip(records, lines, strict=True) if s.get("fact_based")]
     items = [

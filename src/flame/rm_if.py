@@ -27,7 +27,7 @@ import math
 import statistics
 
 from flame.cli import run
-from flame.io import json_arg, read_jsonl, setup_logging, write_jsonl
+from flame.io import EXTRAS, SAMPLES, json_arg, read_jsonl, setup_logging, write_jsonl
 from flame.lm import Sampling, load_lm
 from flame.prompts import parse_score, rubric_prompt
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
     setup_logging()
-    samples = read_jsonl(args.samples, required=("id", "instruction", "responses"))
+    samples = read_jsonl(args.samples, SAMPLES, optional=EXTRAS)
     flat = [(i, j) for i, s in enumerate(samples) for j in range(len(s["responses"]))]
     prefix = "Score:" if args.mode == "expected" else args.prefix
     cut = args.response_chars

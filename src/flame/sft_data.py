@@ -27,11 +27,13 @@ import logging
 from pathlib import Path
 
 from flame.cli import run
-from flame.io import read_jsonl, setup_logging, write_json, write_jsonl
+from flame.io import ID, read_jsonl, setup_logging, write_json, write_jsonl
 
 log = logging.getLogger("flame.sft_data")
 
 VARIANTS = ("SFT_fact", "SFT_FLAME")
+
+FEWSHOT = {"id": ID, "responses": list[str]}
 
 
 def human_examples(seed: list[dict]) -> list[dict]:
@@ -117,14 +119,16 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     setup_logging()
     if args.without_classifier:
-        seed = read_jsonl(args.seed, required=("id", "instruction", "response"))
-        fewshot = read_jsonl(args.fewshot, required=("id", "responses"))
+        seed = read_jsonl(args.seed, {"id": ID, "instruction": str, "response": str})
+        fewshot = read_jsonl(args.fewshot, FEWSHOT)
         data = build_without_classifier(seed, fewshot, args.seed_value)
         write_jsonl(Path(args.out_dir) / "SFT_FLAME_noclf.jsonl", data)
         log.info("SFT_FLAME_noclf: %d examples (%d human)", len(data), len(seed))
         return
-    seed = read_jsonl(args.seed, required=("id", "instruction", "response", "fact_based"))
-    fewshot = read_jsonl(args.fewshot, required=("id", "responses"))
+    seed = read_jsonl(
+        args.seed, {"id": ID, "instruction": str, "response": str, "fact_based": bool}
+    )
+    fewshot = read_jsonl(args.fewshot, FEWSHOT)
     data, stats = build(seed, fewshot)
     for name in VARIANTS:
         if not data[name]:

@@ -36,7 +36,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from flame.cli import run
-from flame.io import read_json, read_jsonl, write_text
+from flame.io import FACTS, ID, PAIRS, read_json, read_jsonl, write_text
 from flame.tables import (
     HEADERS,
     left_out,
@@ -61,7 +61,7 @@ def response_scores(eval_dir: Path, model: str) -> list[float]:
         if not path.exists():
             continue
         facts = defaultdict(list)
-        for f in read_jsonl(path):
+        for f in read_jsonl(path, FACTS):
             facts[f["id"]].append(bool(f["supported"]))
         out += [10.0 * sum(v) / len(v) for v in facts.values() if v]
     return out
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             rows[label] = fdpo_metrics(args.eval_dir, model, args.halluc_below, None)
             trained(rows[label], args.models_dir, model)
             if k < len(args.fact_pairs):
-                pairs = read_jsonl(args.fact_pairs[k])
+                pairs = read_jsonl(args.fact_pairs[k], {"id": ID, **PAIRS})
                 rows[label]["fact_pairs"] = len(pairs)
                 chosen.append({p["id"]: (p["chosen"], p["rejected"]) for p in pairs})
         notes = untrained_note({name: row.get("train") for name, row in rows.items()})

@@ -57,7 +57,7 @@ import statistics
 from pathlib import Path
 
 from flame.cli import run
-from flame.io import read_json, read_jsonl, write_text
+from flame.io import FACTS, read_json, read_jsonl, write_text
 from flame.stats import half_width, overlaps, paired_difference, verdict
 
 SETS = {"bio": "bio", "af": "alpaca_fact", "fava": "fava"}
@@ -324,7 +324,7 @@ def lengths(
         fact = read_json(eval_dir / m / "factuality.json")
         alpaca_path = eval_dir / m / "alpaca.jsonl"
         alpaca = (
-            [len(r["responses"][0]) for r in read_jsonl(alpaca_path)]
+            [len(r["responses"][0]) for r in read_jsonl(alpaca_path, {"responses": list[str]})]
             if alpaca_path.exists()
             else []
         )
@@ -383,7 +383,7 @@ def item_scores(eval_dir: Path, model: str, set_name: str) -> dict[str, float]:
     if not path.exists():
         return {}
     facts: dict[str, list[bool]] = {}
-    for row in read_jsonl(path):
+    for row in read_jsonl(path, FACTS):
         facts.setdefault(str(row["id"]), []).append(bool(row["supported"]))
     return {i: sum(v) / len(v) for i, v in facts.items()}
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from flame import training
 from flame.cli import run
-from flame.io import RecordError, setup_logging, write_json
+from flame.io import PAIR_EXTRAS, RecordError, setup_logging, write_json
 
 log = logging.getLogger("flame.train_dpo")
 
@@ -170,9 +170,11 @@ def build_trainer(
     return trainer
 
 
-def read_pairs(path: str | Path, required: tuple[str, ...] = REQUIRED) -> list[dict]:
+def read_pairs(
+    path: str | Path, required: tuple[str, ...] = REQUIRED, optional=PAIR_EXTRAS
+) -> list[dict]:
     try:
-        records = training.read_records(path, required)
+        records = training.read_records(path, required, optional)
     except RecordError as err:
         if "no records" in str(err):
             raise RecordError(f"{path}: zero preference pairs: nothing to train DPO on") from None
@@ -208,10 +210,14 @@ def copy_unchanged(
 
 
 def main(
-    argv: list[str] | None = None, trainer_cls=None, to_example=to_example, required=REQUIRED
+    argv: list[str] | None = None,
+    trainer_cls=None,
+    to_example=to_example,
+    required=REQUIRED,
+    optional=PAIR_EXTRAS,
 ) -> dict:
     """The CLI; a variant (e.g. F-DPO with per-pair columns) passes its trainer class, its
-    record->example function and its required fields."""
+    record->example function, its required fields and the shapes of its other fields."""
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -227,7 +233,7 @@ def main(
     recipe = training.load_recipe(RECIPE, args.recipe, args.set)
     if args.allow_empty and not any(line.strip() for line in Path(args.pairs).open()):
         return copy_unchanged(args.init, Path(args.out), args.pairs, recipe)
-    records = read_pairs(args.pairs, required)
+    records = read_pairs(args.pairs, required, optional)
     training.set_threads(args.threads)
     paths = training.RunPaths(Path(args.out))
     trainer = build_trainer(args.init, records, recipe, paths.ckpt, trainer_cls, to_example)

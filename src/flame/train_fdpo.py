@@ -37,7 +37,7 @@ from typing import Any
 
 from flame import train_dpo, training
 from flame.cli import run
-from flame.io import RecordError, read_json, write_json
+from flame.io import PAIR_EXTRAS, RecordError, read_json, write_json
 
 log = logging.getLogger("flame.train_fdpo")
 
@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
         [*rest, "--out", args.out],
         trainer_cls=trainer_factory(args.lam, quantize),
         to_example=to_example,
+        optional={**PAIR_EXTRAS, "delta_h": int},  # 0 or 1: to_example checks the value
     )
     ran = quantized_as(quantize)
     extra = {"fdpo": {"lambda": args.lam, "quantize": ran, "epochs": args.epochs}}

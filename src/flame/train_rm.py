@@ -35,7 +35,7 @@ from typing import Any
 
 from flame import training
 from flame.cli import run
-from flame.io import read_json, read_jsonl, setup_logging, write_json
+from flame.io import EXTRAS, SAMPLES, SCORES, read_json, read_jsonl, setup_logging, write_json
 
 log = logging.getLogger("flame.train_rm")
 
@@ -199,8 +199,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("error: recipe key use_lora: the reward model trains the whole model")
     pairs, ties = [], {"prompts_scored": 0, "prompts_all_tied": 0}
     for sp, rp in zip(args.samples, args.rm_fact, strict=True):
-        samples = read_jsonl(sp, required=("id", "instruction", "responses"))
-        rm = {r["id"]: r["scores"] for r in read_jsonl(rp, required=("id", "scores"))}
+        samples = read_jsonl(sp, SAMPLES, optional=EXTRAS)
+        rm = {r["id"]: r["scores"] for r in read_jsonl(rp, SCORES)}
         pairs += fact_pairs(samples, rm, args.pairs, args.min_gap)
         for k, v in tie_report(samples, rm).items():
             ties[k] += v

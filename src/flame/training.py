@@ -18,6 +18,7 @@ import resource
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,9 +112,12 @@ def load_recipe(
     return recipe
 
 
-def read_records(path: str | Path, fields: tuple[str, ...]) -> list[dict[str, Any]]:
-    """JSONL records that each carry `fields` as non-empty strings; errors name file:line."""
-    records = read_jsonl(path, required=fields)
+def read_records(
+    path: str | Path, fields: tuple[str, ...], optional: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """JSONL records that each carry `fields` as non-empty strings (and `optional`'s fields, where
+    present, in their shapes: see flame.io.read_jsonl); errors name file:line."""
+    records = read_jsonl(path, required=fields, optional=optional)
     if not records:
         raise RecordError(f"{path}: no records (empty file)")
     for i, rec in enumerate(records):

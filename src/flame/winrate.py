@@ -22,7 +22,7 @@ import argparse
 import logging
 
 from flame.cli import run
-from flame.io import json_arg, read_jsonl, setup_logging, write_json
+from flame.io import SAMPLES, json_arg, read_jsonl, setup_logging, write_json
 from flame.judge import MODES, judge, judge_stats, points
 from flame.lm import load_lm
 from flame.stats import interval
@@ -58,12 +58,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     setup_logging()
     base_name, base_path = args.baseline
-    base = {r["id"]: r for r in read_jsonl(base_path, required=("id", "instruction", "responses"))}
+    base = {r["id"]: r for r in read_jsonl(base_path, SAMPLES)}
     lm = load_lm(args.judge, cache=args.cache, threads=args.threads)
     cut = args.response_chars
     result = {"baseline": base_name, "judge": lm.fingerprint, "mode": args.mode, "models": {}}
     for name, path in args.models:
-        gens = read_jsonl(path, required=("id", "instruction", "responses"))
+        gens = read_jsonl(path, SAMPLES)
         missing = [g["id"] for g in gens if g["id"] not in base]
         if missing:
             raise SystemExit(f"{path}: ids not in the baseline {base_path}: {missing[:5]}")

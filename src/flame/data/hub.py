@@ -86,6 +86,8 @@ def load_table(source: str, split: str = "train") -> list[tuple[str, dict[str, A
             ]
         raise RecordError(f"{path}: unsupported file type {suffix!r} (jsonl/json/parquet/csv/txt)")
     import datasets
+    from datasets.exceptions import DatasetsError
+    from huggingface_hub.errors import EntryNotFoundError
 
     try:
         if source.startswith("hf://"):
@@ -97,7 +99,10 @@ def load_table(source: str, split: str = "train") -> list[tuple[str, dict[str, A
             ds = datasets.load_dataset(source, split=split)
     except RecordError:
         raise
-    except Exception as err:  # offline, unknown id, no such split: say what to do instead
+    # offline or refused (OSError: requests' and the hub's errors are ones), unknown id or file,
+    # no such split (ValueError), a file it cannot parse (DatasetsError): say what to do instead.
+    # Anything else (a TypeError, KeyError, AttributeError, ...) is a bug: its traceback stays.
+    except (OSError, ValueError, DatasetsError, EntryNotFoundError) as err:
         raise OSError(
             f"{source}: cannot load it from the Hugging Face hub ({type(err).__name__}: "
             f"{str(err)[:200]}); give a local file instead"

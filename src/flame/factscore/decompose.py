@@ -47,10 +47,9 @@ def load_demos(path: str | Path | None = None) -> list[dict]:
     """Demos {sentence, facts: [str, ...]}; the packaged set when ``path`` is None."""
     if path is None:
         path = resources.files("flame") / "resources" / "factscore_demos.jsonl"
-    demos = read_jsonl(path, required=("sentence", "facts"))
+    demos = read_jsonl(path, required={"sentence": str, "facts": list[str]})
     for i, d in enumerate(demos, 1):
-        facts = d["facts"]
-        if not isinstance(facts, list) or not facts or not all(isinstance(f, str) for f in facts):
+        if not d["facts"]:
             raise RecordError(f"{path}: demo {i}: 'facts' must be a non-empty list of strings")
     return demos
 
