@@ -114,7 +114,26 @@ def paper(tmp_path_factory, tiny_model, judge_server, shrink_data):
             wd, [PAPER, *extra], tiny_model, judge_url=judge_server, keep=("ms_marco_minilm",)
         )
 
-    return SimpleNamespace(wd=wd, files=files)
+    done: list = []
+
+    def run() -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+        """The shrunk paper DAG, planned then run, once per module: (plan, run). The tests on
+        top of it call this too, so each runs on its own (-k) instead of skipping."""
+        if not done:
+            env = {**os.environ, "OPENAI_API_KEY": "ci-local-server"}
+            base = [sys.executable, "-m", "snakemake", "--cores", "2"]  # then --configfile ...
+            plan = [*base, "-n", *files()]
+            planned = subprocess.run(plan, cwd=wd, text=True, capture_output=True, env=env)
+            assert planned.returncode == 0, planned.stderr[-4000:]
+            t0 = time.time()
+            res = subprocess.run([*base, *files()], cwd=wd, text=True, capture_output=True,
+                                 env=env, timeout=3000)  # fmt: skip
+            assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
+            print(f"paper.yaml + shrink.yaml: {time.time() - t0:.0f} s")
+            done.append((planned, res))
+        return done[0]
+
+    return SimpleNamespace(wd=wd, files=files, run=run)
 
 
 def ran_rules(res: subprocess.CompletedProcess) -> set[str]:
@@ -131,26 +150,7 @@ def shell_commands(wd: Path) -> list[tuple[str, str]]:
 
 def test_paper_config_shrunk_runs_every_rule_with_its_own_values(paper):
     wd = paper.wd
-    env = {"OPENAI_API_KEY": "ci-local-server"}
-    planned = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--cores", "2", *paper.files()],
-        cwd=wd,
-        text=True,
-        capture_output=True,
-        env={**os.environ, **env},
-    )
-    assert planned.returncode == 0, planned.stderr[-4000:]
-    t0 = time.time()
-    res = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", *paper.files()],
-        cwd=wd,
-        text=True,
-        capture_output=True,
-        env={**os.environ, **env},
-        timeout=3000,
-    )
-    assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
-    print(f"paper.yaml + shrink.yaml: {time.time() - t0:.0f} s")
+    planned, res = paper.run()
     assert ran_rules(res) == ran_rules(planned) and len(ran_rules(res)) >= 20
     results = wd / "results"
 
@@ -227,8 +227,7 @@ def test_one_node_config_shrunk_is_the_paper_runs_command_lines(paper):
     so there is nothing left to run. It runs before fdpo_paper.yaml, which adds to the tables'
     inputs."""
     wd = paper.wd
-    if not (wd / "results/tables/table3_dpo.csv").exists():
-        pytest.skip("needs test_paper_config_shrunk_runs_every_rule_with_its_own_values first")
+    paper.run()
     res = subprocess.run(
         [
             sys.executable,
@@ -251,8 +250,7 @@ def test_fdpo_paper_on_top_runs_only_its_rules(paper):
     """fdpo_paper.yaml on top of the shrunk paper run: only F-DPO's and the RM's rules run (QLoRA
     NF4 is GPU-only: on CPU train_fdpo trains plain LoRA and its summary says so)."""
     wd = paper.wd
-    if not (wd / "results/tables/table3_dpo.csv").exists():
-        pytest.skip("needs test_paper_config_shrunk_runs_every_rule_with_its_own_values first")
+    paper.run()
     env = {**os.environ, "OPENAI_API_KEY": "ci-local-server"}
     cmd = [
         sys.executable,
